@@ -1,0 +1,21 @@
+"""jlstm: a functional LSTM for JAX with a hand-written backward pass through time."""
+
+from jlstm.cell import cell
+from jlstm.losses import l2_loss, softmax_cross_entropy
+from jlstm.params import GATE_ORDER, LSTMParams, LSTMState, init
+from jlstm.sequence import lstm, lstm_trace
+from jlstm.train import make_train_step
+
+__all__ = [
+    "GATE_ORDER",
+    "LSTMParams",
+    "LSTMState",
+    "cell",
+    "init",
+    "l2_loss",
+    "lstm",
+    "lstm_trace",
+    "make_train_step",
+    "softmax_cross_entropy",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,116 @@
+"""Validation at the public boundary. Shapes are static, so every check runs at trace time."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jlstm.params import LSTMParams
+
+BACKWARD_MODES = ("manual", "autodiff")
+
+
+def _shape(x) -> tuple[int, ...]:
+    return tuple(np.shape(x))
+
+
+def _floating(name: str, x, where: str) -> jax.Array:
+    if not hasattr(x, "dtype"):
+        x = jnp.asarray(x)
+    dt = jnp.dtype(x.dtype)
+    if not jnp.issubdtype(dt, jnp.floating):
+        kind = "complex" if jnp.issubdtype(dt, jnp.complexfloating) else dt.name
+        raise TypeError(
+            f"{where}: {name} must be a real floating array (float32, float64, bfloat16, float16); "
+            f"got dtype {kind}. Cast it first, e.g. {name}.astype(jnp.float32)."
+        )
+    return x
+
+
+def check_params(params, where: str) -> LSTMParams:
+    """Returns ``params`` as LSTMParams; raises naming the disagreeing part."""
+    if not (isinstance(params, tuple) and len(params) == 3):
+        raise TypeError(
+            f"{where}: params must be jlstm.LSTMParams(W, U, b); got {type(params).__name__}. "
+            "Create it with jlstm.init(key, input_size, hidden_size)."
+        )
+    W, U, b = (_floating(n, p, where) for n, p in zip(("params.W", "params.U", "params.b"), params))
+    if U.ndim != 2 or U.shape[1] != 4 * U.shape[0]:
+        raise ValueError(f"{where}: params.U must be [H, 4H]; got shape {_shape(U)}.")
+    H = U.shape[0]
+    if W.ndim != 2 or W.shape[1] != 4 * H:
+        raise ValueError(
+            f"{where}: params.W must be [D, 4H] with 4H = {4 * H} from params.U {_shape(U)}; "
+            f"got shape {_shape(W)}."
+        )
+    if b.shape != (4 * H,):
+        raise ValueError(
+            f"{where}: params.b must be [4H] = ({4 * H},) from params.U {_shape(U)}; got shape {_shape(b)}."
+        )
+    return LSTMParams(W, U, b)
+
+
+def check_xs(xs, D: int, where: str, *, name: str = "xs", time_axis: bool = True):
+    xs = _floating(name, xs, where)
+    want = "[..., T, D]" if time_axis else "[..., D]"
+    if xs.ndim < (2 if time_axis else 1) or xs.shape[-1] != D:
+        raise ValueError(
+            f"{where}: {name} must be {want} with D = {D} from params.W; got shape {_shape(xs)}."
+        )
+    return xs
+
+
+def check_carry(carry, batch_shape: tuple[int, ...], H: int, where: str):
+    """A carry is an (h, c) pair, each broadcastable to ``batch_shape + (H,)``."""
+    if not (isinstance(carry, (tuple, list)) and len(carry) == 2):
+        got = type(carry).__name__
+        if isinstance(carry, (tuple, list)):
+            got += f" of length {len(carry)}"
+        raise TypeError(f"{where}: carry must be an (h, c) pair such as jlstm.LSTMState(h, c); got {got}.")
+    out = []
+    for name, v in zip(("carry.h", "carry.c"), carry):
+        v = _floating(name, v, where)
+        want = batch_shape + (H,)
+        try:
+            ok = v.shape[-1:] == (H,) and np.broadcast_shapes(v.shape, want) == want
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"{where}: {name} must be [..., H] = {want} (or broadcastable to it), batch shape from xs "
+                f"and H = {H} from params.U; got shape {_shape(v)}."
+            )
+        out.append(v)
+    return tuple(out)
+
+
+def check_lengths(lengths, batch_shape: tuple[int, ...], T: int, where: str):
+    if not hasattr(lengths, "dtype"):
+        lengths = jnp.asarray(lengths)
+    if not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise TypeError(f"{where}: lengths must be an integer array; got dtype {lengths.dtype}.")
+    if _shape(lengths) != batch_shape:
+        raise ValueError(
+            f"{where}: lengths must have the batch shape of xs, {batch_shape}; got shape {_shape(lengths)}."
+        )
+    if not isinstance(lengths, jax.core.Tracer):
+        arr = np.asarray(lengths)
+        if arr.size and (arr.min() < 0 or arr.max() > T):
+            raise ValueError(
+                f"{where}: lengths must lie in [0, T] = [0, {T}]; got min {arr.min()}, max {arr.max()}."
+            )
+    return lengths
+
+
+def check_backward(backward, where: str) -> None:
+    if backward not in BACKWARD_MODES:
+        raise ValueError(f"{where}: backward must be one of {BACKWARD_MODES}; got {backward!r}.")
+
+
+def check_cell_args(params, carry, x):
+    params = check_params(params, "jlstm.cell")
+    x = check_xs(x, params.input_size, "jlstm.cell", name="x", time_axis=False)
+    h, c = check_carry(carry, x.shape[:-1], params.hidden_size, "jlstm.cell")
+    shape = x.shape[:-1] + (params.hidden_size,)
+    return jnp.broadcast_to(h, shape), jnp.broadcast_to(c, shape)

@@ -1,0 +1,143 @@
+"""The backward equations of source 002 ("The backward components"), one step and through time.
+
+Notation (source -> code), per step t, all ``[B, H]`` unless said otherwise:
+
+    Delta_t            g_h        cotangent of out_t from the loss (``hs``'s cotangent)
+    Delta out_t        dh         dL/d out_t flowing back from step t+1 (carry of the reverse scan)
+    delta state_{t+1} * f_{t+1}
+                       dc         dL/d state_t flowing back from step t+1 (carry of the reverse scan)
+    delta gates_t      dgates     ``[B, 4H]``, blocks (a, i, f, o)
+
+The source's errata are handled: ``Delta out_{t-1} = U^T . delta gates_t`` uses the gates of step t
+(the source's t=0 line uses gates_1 by mistake; its printed number already uses gates_0), and
+``dU`` pairs ``delta gates_t`` with ``out_{t-1}`` (``out_{-1}`` is the initial ``h0``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+class StepGrads(NamedTuple):
+    """What one backward step produces, named as in the source."""
+
+    delta_out: jax.Array  # delta out_t = Delta_t + Delta out_t                  [B, H]
+    delta_state: jax.Array  # delta state_t                                       [B, H]
+    delta_gates: jax.Array  # (delta a_t, delta i_t, delta f_t, delta o_t)       [B, 4H]
+    Delta_out_prev: jax.Array  # Delta out_{t-1} = U^T . delta gates_t           [B, H]
+    dc_prev: jax.Array  # delta state_t * f_t: what state_{t-1} receives          [B, H]
+
+
+def backward_step(
+    U: jax.Array,
+    gates: jax.Array,
+    c: jax.Array,
+    c_prev: jax.Array,
+    g_h: jax.Array,
+    dh: jax.Array,
+    dc: jax.Array,
+) -> StepGrads:
+    """One step of the source's backward equations.
+
+    Args:
+      U: ``[H, 4H]`` recurrent weights.
+      gates: ``[B, 4H]`` the activated gates (a, i, f, o) of step t, saved by the forward.
+      c: ``[B, H]`` state_t.  c_prev: ``[B, H]`` state_{t-1}.
+      g_h: ``[B, H]`` Delta_t.  dh: ``[B, H]`` Delta out_t.  dc: ``[B, H]`` delta state_{t+1} * f_{t+1}.
+    """
+    H = c.shape[-1]
+    a, i, f, o = (gates[..., k * H : (k + 1) * H] for k in range(4))
+    tanh_c = jnp.tanh(c)  # recomputed rather than saved: one tanh is cheaper than [T, B, H] of memory
+    delta_out = g_h + dh  # delta out_t = Delta_t + Delta out_t
+    delta_state = delta_out * o * (1 - tanh_c * tanh_c) + dc  # ... + delta state_{t+1} * f_{t+1}
+    delta_a = delta_state * i * (1 - a * a)  # delta a_t = delta state_t * i_t * (1 - a_t^2)
+    delta_i = delta_state * a * i * (1 - i)  # delta i_t = delta state_t * a_t * i_t * (1 - i_t)
+    delta_f = delta_state * c_prev * f * (1 - f)  # delta f_t = delta state_t * state_{t-1} * f_t * (1 - f_t)
+    delta_o = delta_out * tanh_c * o * (1 - o)  # delta o_t = delta out_t * tanh(state_t) * o_t * (1 - o_t)
+    delta_gates = jnp.concatenate([delta_a, delta_i, delta_f, delta_o], axis=-1)
+    Delta_out_prev = delta_gates @ U.T  # Delta out_{t-1} = U^T . delta gates_t   (erratum: gates_t)
+    return StepGrads(delta_out, delta_state, delta_gates, Delta_out_prev, delta_state * f)
+
+
+class Residuals(NamedTuple):
+    """What the forward saves for the hand-written backward (time-major)."""
+
+    W: jax.Array  # [D, 4H]
+    U: jax.Array  # [H, 4H]
+    xs: jax.Array  # [T, B, D]
+    h0: jax.Array  # [B, H]
+    c0: jax.Array  # [B, H]
+    hs: jax.Array  # [T, B, H]  out_t (zero at padded steps)
+    gates: jax.Array  # [T, B, 4H] activated gates
+    cs: jax.Array  # [T, B, H]  state_t (the carried state at padded steps)
+    mask: jax.Array | None  # [T, B] bool, True at valid steps; None: every step is valid
+
+
+class Grads(NamedTuple):
+    """Cotangents of the time-major primal inputs."""
+
+    W: jax.Array
+    U: jax.Array
+    b: jax.Array
+    xs: jax.Array
+    h0: jax.Array
+    c0: jax.Array
+
+
+class Trace(NamedTuple):
+    """Per-step quantities of the backward pass, time-major ``[T, B, ...]``."""
+
+    delta_out: jax.Array
+    delta_state: jax.Array
+    delta_gates: jax.Array
+    delta_x: jax.Array
+    Delta_out_prev: jax.Array
+
+
+def bptt(
+    res: Residuals, g_hs: jax.Array, g_hT: jax.Array, g_cT: jax.Array, *, trace: bool = False
+) -> tuple[Grads, Trace | None]:
+    """Back-propagation through time: a reverse ``lax.scan`` of ``backward_step``, then contractions.
+
+    Cotangents on the final carry (``g_hT``, ``g_cT``) seed the recurrence: ``Delta out_{T-1}`` starts
+    at ``g_hT`` and ``delta state_T * f_T`` at ``g_cT``. Only ``dgates @ U^T`` is inside the loop;
+    ``dW``, ``dU``, ``db`` and ``dxs`` are single contractions over all steps afterwards.
+    """
+    c_prevs = jnp.concatenate([res.c0[None], res.cs[:-1]], axis=0)  # state_{t-1}, [T, B, H]
+    masked = res.mask is not None
+
+    def body(carry, inp):
+        dh, dc = carry
+        if masked:
+            gates, c, c_prev, g_h, m = inp
+        else:
+            gates, c, c_prev, g_h = inp
+        s = backward_step(res.U, gates, c, c_prev, g_h, dh, dc)
+        dgates, dh_prev, dc_prev = s.delta_gates, s.Delta_out_prev, s.dc_prev
+        if masked:
+            # A padded step is the identity on the carry and has no gates: pass (dh, dc) through.
+            m = m[:, None]
+            dgates = jnp.where(m, dgates, 0)
+            dh_prev = jnp.where(m, dh_prev, dh)
+            dc_prev = jnp.where(m, dc_prev, dc)
+        out = (dgates, s.delta_out, s.delta_state, dh_prev) if trace else dgates
+        return (dh_prev, dc_prev), out
+
+    xs_in = (res.gates, res.cs, c_prevs, g_hs) + ((res.mask,) if masked else ())
+    (dh0, dc0), out = lax.scan(body, (g_hT, g_cT), xs_in, reverse=True)
+    dgates = out[0] if trace else out  # [T, B, 4H]
+
+    h_prevs = jnp.concatenate([res.h0[None], res.hs[:-1]], axis=0)  # out_{t-1}, [T, B, H]
+    dW = jnp.einsum("tbd,tbg->dg", res.xs, dgates)  # delta W = sum_t x_t (x) delta gates_t
+    dU = jnp.einsum("tbh,tbg->hg", h_prevs, dgates)  # delta U = sum_t out_{t-1} (x) delta gates_t
+    db = jnp.sum(dgates, axis=(0, 1))  # delta b = sum_t delta gates_t
+    dxs = dgates @ res.W.T  # delta x_t = W^T . delta gates_t
+    grads = Grads(dW, dU, db, dxs, dh0, dc0)
+    if not trace:
+        return grads, None
+    _, delta_out, delta_state, Delta_out_prev = out
+    return grads, Trace(delta_out, delta_state, dgates, dxs, Delta_out_prev)

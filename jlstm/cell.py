@@ -1,0 +1,48 @@
+"""The forward equations for one step (source 002, "The forward components")."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jlstm.params import LSTMParams, LSTMState
+
+
+def activate(z: jax.Array) -> jax.Array:
+    """Pre-activations ``[..., 4H]`` -> gates ``[..., 4H]``: tanh on the ``a`` block, sigmoid on i, f, o."""
+    H = z.shape[-1] // 4
+    return jnp.concatenate([jnp.tanh(z[..., :H]), jax.nn.sigmoid(z[..., H:])], axis=-1)
+
+
+def step(gates: jax.Array, c_prev: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """state_t = a_t * i_t + f_t * state_{t-1};  out_t = tanh(state_t) * o_t."""
+    H = c_prev.shape[-1]
+    a, i, f, o = (gates[..., k * H : (k + 1) * H] for k in range(4))
+    c = a * i + f * c_prev
+    h = jnp.tanh(c) * o
+    return h, c
+
+
+def cell(params: LSTMParams, carry: LSTMState | tuple, x: jax.Array) -> tuple[LSTMState, jax.Array]:
+    """One LSTM step, the source's forward equations::
+
+        a_t = tanh(W_a x_t + U_a out_{t-1} + b_a)      i_t = sigmoid(W_i x_t + U_i out_{t-1} + b_i)
+        f_t = sigmoid(W_f x_t + U_f out_{t-1} + b_f)   o_t = sigmoid(W_o x_t + U_o out_{t-1} + b_o)
+        state_t = a_t * i_t + f_t * state_{t-1}        out_t = tanh(state_t) * o_t
+
+    Args:
+      params: ``LSTMParams`` with ``W [D, 4H]``, ``U [H, 4H]``, ``b [4H]``.
+      carry: ``(h, c)``, each ``[..., H]``.
+      x: ``[..., D]``.
+
+    Returns:
+      ``(LSTMState(h, c), h)``, scan-shaped: ``lax.scan(partial(cell, params), carry, xs)`` runs a
+      sequence ``xs [T, ..., D]``.
+    """
+    from jlstm._checks import check_cell_args
+
+    h_prev, c_prev = check_cell_args(params, carry, x)
+    z = x @ params.W + h_prev @ params.U
+    z = z + params.b.reshape((1,) * (z.ndim - 1) + (-1,))  # explicit: rank promotion may be off
+    h, c = step(activate(z), c_prev)
+    return LSTMState(h, c), h

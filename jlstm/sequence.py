@@ -1,0 +1,220 @@
+"""``lstm()``: a ``lax.scan`` forward with the hand-written backward attached by ``jax.custom_vjp``."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jlstm import _checks
+from jlstm.backward import Residuals, Trace, bptt
+from jlstm.cell import activate, step
+from jlstm.params import LSTMParams, LSTMState
+
+
+def _scan_forward(W, U, b, xs, h0, c0, mask):
+    """Time-major forward. xs ``[T, B, D]``, h0/c0 ``[B, H]``, mask ``[T, B]`` or None.
+
+    Returns ``hs [T, B, H]``, ``(hT, cT)``, and the residuals the backward needs (gates, cells).
+    """
+    zx = xs @ W + b[None, None]  # the input projection of every step, one contraction: [T, B, 4H]
+
+    def body(carry, inp):
+        h, c = carry
+        zx_t, m = inp if mask is not None else (inp, None)
+        gates = activate(zx_t + h @ U)  # only h @ U stays inside the loop
+        h_new, c_new = step(gates, c)
+        if m is not None:
+            m = m[:, None]
+            h_new = jnp.where(m, h_new, h)  # padded steps leave the carry unchanged
+            c_new = jnp.where(m, c_new, c)
+            return (h_new, c_new), (jnp.where(m, h_new, 0), gates, c_new)
+        return (h_new, c_new), (h_new, gates, c_new)
+
+    (hT, cT), (hs, gates, cs) = lax.scan(body, (h0, c0), zx if mask is None else (zx, mask))
+    return hs, hT, cT, gates, cs
+
+
+def _autodiff(W, U, b, xs, h0, c0, mask):
+    hs, hT, cT, _, _ = _scan_forward(W, U, b, xs, h0, c0, mask)
+    return hs, hT, cT
+
+
+@jax.custom_vjp
+def _manual(W, U, b, xs, h0, c0, mask):
+    return _autodiff(W, U, b, xs, h0, c0, mask)
+
+
+def _manual_fwd(W, U, b, xs, h0, c0, mask):
+    hs, hT, cT, gates, cs = _scan_forward(W, U, b, xs, h0, c0, mask)
+    return (hs, hT, cT), Residuals(W, U, xs, h0, c0, hs, gates, cs, mask)
+
+
+def _manual_bwd(res: Residuals, cts):
+    g_hs, g_hT, g_cT = cts
+    g, _ = bptt(res, g_hs, g_hT, g_cT)
+    return g.W, g.U, g.b, g.xs, g.h0, g.c0, None
+
+
+_manual.defvjp(_manual_fwd, _manual_bwd)
+
+
+def _reverse_time(xs: jax.Array, lengths: jax.Array | None) -> jax.Array:
+    """Reverse ``[B, T, ...]`` along time; with lengths, each sequence within its own valid prefix."""
+    if lengths is None:
+        return jnp.flip(xs, axis=1)
+    T = xs.shape[1]
+    t = jnp.arange(T)[None, :]
+    idx = jnp.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)  # an involution: [B, T]
+    idx = idx.reshape(idx.shape + (1,) * (xs.ndim - 2))
+    return jnp.take_along_axis(xs, idx, axis=1)
+
+
+class _Prepared:
+    """Inputs flattened to one batch axis, in the compute dtype."""
+
+    def __init__(self, params, xs, carry, lengths, where):
+        params = _checks.check_params(params, where)
+        D, H = params.input_size, params.hidden_size
+        xs = _checks.check_xs(xs, D, where)
+        self.batch_shape = tuple(xs.shape[:-2])
+        self.T = xs.shape[-2]
+        self.H = H
+        B = math.prod(self.batch_shape)
+        dtype = jnp.result_type(xs, *params)
+        if carry is None:
+            h0 = c0 = jnp.zeros((B, H), dtype)
+        else:
+            h0, c0 = _checks.check_carry(carry, self.batch_shape, H, where)
+            shape = self.batch_shape + (H,)
+            h0, c0 = (jnp.broadcast_to(v.astype(dtype), shape).reshape(B, H) for v in (h0, c0))
+        if lengths is not None:
+            lengths = _checks.check_lengths(lengths, self.batch_shape, self.T, where).reshape(B)
+        self.params = LSTMParams(*(p.astype(dtype) for p in params))
+        self.xs = xs.astype(dtype).reshape(B, self.T, D)
+        self.h0, self.c0, self.lengths, self.B = h0, c0, lengths, B
+
+    def unflatten(self, hs, hT, cT):
+        return hs.reshape(self.batch_shape + hs.shape[1:]), LSTMState(
+            hT.reshape(self.batch_shape + (self.H,)), cT.reshape(self.batch_shape + (self.H,))
+        )
+
+
+def lstm(
+    params: LSTMParams,
+    xs: jax.Array,
+    carry: LSTMState | tuple | None = None,
+    *,
+    lengths: jax.Array | None = None,
+    reverse: bool = False,
+    backward: str = "manual",
+) -> tuple[jax.Array, LSTMState]:
+    """Run an LSTM layer over a sequence.
+
+    The forward is a ``lax.scan`` of the source's equations (see ``jlstm.cell``) after one contraction
+    ``xs @ W + b`` for all steps. With ``backward="manual"`` its gradient is the hand-written
+    back-propagation through time of ``jlstm.backward`` (attached with ``jax.custom_vjp``); with
+    ``"autodiff"`` JAX differentiates the same forward. Both give the same numbers; the manual pass is
+    faster and saves less.
+
+    Args:
+      params: ``LSTMParams`` with ``W [D, 4H]``, ``U [H, 4H]``, ``b [4H]``.
+      xs: ``[..., T, D]``: any number of leading batch dims (none too), time second to last.
+      carry: the initial ``(h0, c0)``, each ``[..., H]`` (broadcastable to the batch shape, so a single
+        learned ``[H]`` state serves a whole batch); ``None`` means zeros.
+      lengths: optional integer array with the batch shape of ``xs``: the number of valid steps of
+        each sequence (right padding). Outputs at padded steps are zero; the final state is the state at
+        each sequence's last valid step (the initial carry for length 0); padding gets zero gradient.
+      reverse: run from the end of each sequence (its own last valid step, with ``lengths``); outputs
+        stay aligned with the inputs.
+      backward: ``"manual"`` (hand-written, default) or ``"autodiff"``.
+
+    Returns:
+      ``(hs, LSTMState(h, c))``: ``hs [..., T, H]`` and the final carry, each ``[..., H]``.
+      Differentiable w.r.t. ``params``, ``xs`` and ``carry``, with cotangents on ``hs`` and on the
+      final carry.
+
+    Example:
+      >>> params = jlstm.init(jax.random.key(0), input_size=3, hidden_size=5)
+      >>> hs, (h, c) = jlstm.lstm(params, jnp.ones((8, 20, 3)))   # batch 8, T = 20
+      >>> hs.shape, h.shape
+      ((8, 20, 5), (8, 5))
+    """
+    where = "jlstm.lstm"
+    _checks.check_backward(backward, where)
+    p = _Prepared(params, xs, carry, lengths, where)
+    if p.T == 0:
+        return p.unflatten(jnp.zeros((p.B, 0, p.H), p.xs.dtype), p.h0, p.c0)
+    xs, lengths = p.xs, p.lengths
+    mask = None
+    if reverse:
+        xs = _reverse_time(xs, lengths)
+    if lengths is not None:
+        mask = jnp.arange(p.T)[:, None] < lengths[None, :]  # [T, B]
+        xs = jnp.where(mask.T[:, :, None], xs, 0)  # padding never reaches dW, even if it holds NaN
+    impl = _manual if backward == "manual" else _autodiff
+    hs, hT, cT = impl(*p.params, jnp.swapaxes(xs, 0, 1), p.h0, p.c0, mask)
+    hs = jnp.swapaxes(hs, 0, 1)  # [B, T, H]
+    if reverse:
+        hs = _reverse_time(hs, lengths)
+    return p.unflatten(hs, hT, cT)
+
+
+def lstm_trace(
+    params: LSTMParams,
+    xs: jax.Array,
+    g_hs: jax.Array,
+    carry: LSTMState | tuple | None = None,
+    g_final: LSTMState | tuple | None = None,
+    *,
+    lengths: jax.Array | None = None,
+) -> tuple[LSTMParams, jax.Array, LSTMState, Trace]:
+    """Run the hand-written backward and return its per-step quantities, to look inside BPTT.
+
+    Args:
+      params, xs, carry, lengths: as in ``lstm`` (forward direction).
+      g_hs: ``[..., T, H]`` the loss's gradient w.r.t. ``hs`` (the source's ``Delta_t``).
+      g_final: optional cotangents ``(g_h, g_c)`` on the final carry, each ``[..., H]``.
+
+    Returns:
+      ``(dparams, dxs, dcarry0, trace)`` where ``trace`` is a ``backward.Trace`` whose fields
+      (``delta_out``, ``delta_state``, ``delta_gates``, ``delta_x``, ``Delta_out_prev``) are
+      ``[..., T, H]`` (``[..., T, 4H]`` for the gates, ``[..., T, D]`` for ``delta_x``), named as in the
+      source. ``Delta_out_prev[..., t, :]`` is ``Delta out_{t-1}``.
+    """
+    where = "jlstm.lstm_trace"
+    p = _Prepared(params, xs, carry, lengths, where)
+    dtype = p.xs.dtype
+    g_hs = _checks._floating("g_hs", g_hs, where)
+    if g_hs.shape != p.batch_shape + (p.T, p.H):
+        raise ValueError(f"{where}: g_hs must be {p.batch_shape + (p.T, p.H)} like hs; got {g_hs.shape}.")
+    if g_final is None:
+        g_hT = g_cT = jnp.zeros((p.B, p.H), dtype)
+    else:
+        g_hT, g_cT = (
+            jnp.broadcast_to(v.astype(dtype), p.batch_shape + (p.H,)).reshape(p.B, p.H)
+            for v in _checks.check_carry(g_final, p.batch_shape, p.H, where)
+        )
+    mask = None
+    xs = p.xs
+    if p.lengths is not None:
+        mask = jnp.arange(p.T)[:, None] < p.lengths[None, :]
+        xs = jnp.where(mask.T[:, :, None], xs, 0)
+    xs_tm = jnp.swapaxes(xs, 0, 1)
+    hs, _, _, gates, cs = _scan_forward(*p.params, xs_tm, p.h0, p.c0, mask)
+    res = Residuals(p.params.W, p.params.U, xs_tm, p.h0, p.c0, hs, gates, cs, mask)
+    g_tm = jnp.swapaxes(g_hs.astype(dtype).reshape(p.B, p.T, p.H), 0, 1)
+    grads, tr = bptt(res, g_tm, g_hT, g_cT, trace=True)
+
+    def batch_major(a):
+        return jnp.swapaxes(a, 0, 1).reshape(p.batch_shape + (p.T, a.shape[-1]))
+
+    carry_shape = p.batch_shape + (p.H,)
+    return (
+        LSTMParams(grads.W, grads.U, grads.b),
+        batch_major(grads.xs),
+        LSTMState(grads.h0.reshape(carry_shape), grads.c0.reshape(carry_shape)),
+        Trace(*(batch_major(a) for a in tr)),
+    )
