@@ -4,6 +4,8 @@ from jlstm.cell import cell
 from jlstm.losses import l2_loss, softmax_cross_entropy
 from jlstm.params import GATE_ORDER, LSTMParams, LSTMState, init
 from jlstm.sequence import lstm, lstm_trace
+from jlstm.stacked import init_stacked, stacked_lstm
+from jlstm.tbptt import tbptt_value_and_grad
 from jlstm.train import make_train_step
 
 __all__ = [
@@ -12,10 +14,13 @@ __all__ = [
     "LSTMState",
     "cell",
     "init",
+    "init_stacked",
     "l2_loss",
     "lstm",
     "lstm_trace",
     "make_train_step",
     "softmax_cross_entropy",
+    "stacked_lstm",
+    "tbptt_value_and_grad",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,152 @@
+"""Stacked and bidirectional LSTMs: layers of ``lstm()``, each layer's delta x flowing into the one below."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jlstm import _checks
+from jlstm.params import LSTMParams, init
+from jlstm.sequence import lstm
+
+
+def init_stacked(
+    key: jax.Array,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int,
+    *,
+    bidirectional: bool = False,
+    forget_bias: float = 1.0,
+    dtype: jnp.dtype = jnp.float32,
+) -> list[LSTMParams] | list[tuple[LSTMParams, LSTMParams]]:
+    """Initialise ``num_layers`` layers (``jlstm.init`` for each, with its own key).
+
+    Layer 0 reads ``input_size`` features; the layers above read ``H`` (``2H`` when bidirectional,
+    where each layer is a ``(forward, backward)`` pair whose outputs are concatenated).
+
+    Returns:
+      A list of ``LSTMParams``, or of ``(forward, backward)`` pairs when ``bidirectional``.
+    """
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers <= 0:
+        raise ValueError(f"init_stacked: num_layers must be a positive int; got {num_layers!r}.")
+    keys = jax.random.split(key, (num_layers, 2))
+    layers = []
+    for n in range(num_layers):
+        d = input_size if n == 0 else hidden_size * (2 if bidirectional else 1)
+        pair = tuple(init(k, d, hidden_size, forget_bias=forget_bias, dtype=dtype) for k in keys[n])
+        layers.append(pair if bidirectional else pair[0])
+    return layers
+
+
+def _check_layers(layers, bidirectional: bool, D: int, where: str):
+    if not isinstance(layers, Sequence) or isinstance(layers, LSTMParams) or len(layers) == 0:
+        raise TypeError(
+            f"{where}: layers must be a non-empty list of LSTMParams"
+            f"{' (forward, backward) pairs' if bidirectional else ''}; got {type(layers).__name__}."
+        )
+    out, d = [], D
+    for n, layer in enumerate(layers):
+        if bidirectional:
+            if isinstance(layer, LSTMParams) or not (isinstance(layer, (tuple, list)) and len(layer) == 2):
+                raise TypeError(
+                    f"{where}: with bidirectional=True, layers[{n}] must be a (forward, backward) pair of "
+                    f"LSTMParams; got {type(layer).__name__}."
+                )
+            pair = tuple(_checks.check_params(p, f"{where}: layers[{n}][{k}]") for k, p in enumerate(layer))
+            if pair[0].hidden_size != pair[1].hidden_size:
+                raise ValueError(
+                    f"{where}: layers[{n}] forward and backward must have the same hidden size; "
+                    f"got {pair[0].hidden_size} and {pair[1].hidden_size}."
+                )
+        else:
+            if not isinstance(layer, tuple) or len(layer) != 3:
+                raise TypeError(
+                    f"{where}: layers[{n}] must be LSTMParams (use bidirectional=True for pairs); "
+                    f"got {type(layer).__name__}."
+                )
+            pair = (_checks.check_params(layer, f"{where}: layers[{n}]"),)
+        for k, p in enumerate(pair):
+            if p.input_size != d:
+                below = "xs's feature size" if n == 0 else f"the output size of layers[{n - 1}]"
+                name = f"layers[{n}]" + (f"[{k}]" if bidirectional else "")
+                raise ValueError(
+                    f"{where}: {name}.W must be [D, 4H] with D = {d}, {below}; got shape {tuple(p.W.shape)}."
+                )
+        out.append(pair)
+        d = pair[0].hidden_size * len(pair)
+    return out
+
+
+def stacked_lstm(
+    layers: Sequence[LSTMParams] | Sequence[tuple[LSTMParams, LSTMParams]],
+    xs: jax.Array,
+    carries: Sequence | None = None,
+    *,
+    lengths: jax.Array | None = None,
+    bidirectional: bool = False,
+    backward: str = "manual",
+    dropout: float = 0.0,
+    key: jax.Array | None = None,
+) -> tuple[jax.Array, list]:
+    """Run layers of LSTMs, the outputs of each layer being the inputs of the next.
+
+    In the backward pass each layer's delta x (the source's ``W^T . delta gates_t``, "you would use it if
+    there were LSTMs stacked beneath") is the cotangent that flows into the layer below.
+
+    Args:
+      layers: a list of ``LSTMParams``; with ``bidirectional``, of ``(forward, backward)`` pairs.
+      xs: ``[..., T, D]``.
+      carries: ``None`` (zeros) or one initial carry per layer: an ``LSTMState`` (a pair of them,
+        forward and backward, when bidirectional).
+      lengths: optional integer ``[...]``: valid steps per sequence (right padding), as in ``lstm``.
+        The backward direction reads each sequence from its own last valid step.
+      bidirectional: run a forward and a reversed LSTM per layer and concatenate their outputs
+        ``[forward, backward]`` along the feature axis (the next layer's input size is ``2H``).
+      backward: ``"manual"`` or ``"autodiff"``, as in ``lstm``.
+      dropout: the probability of dropping each input of layers 1.. (inverted dropout between layers;
+        none after the last layer). Needs ``key``.
+      key: a PRNG key for dropout.
+
+    Returns:
+      ``(hs, carries)``: ``hs [..., T, H]`` (``2H`` when bidirectional) from the top layer, and the
+      final carry of every layer, structured like ``carries``.
+
+    Example:
+      >>> layers = jlstm.init_stacked(key, 8, 32, num_layers=2, bidirectional=True)
+      >>> hs, carries = jlstm.stacked_lstm(layers, xs, lengths=lengths, bidirectional=True)
+    """
+    where = "jlstm.stacked_lstm"
+    _checks.check_backward(backward, where)
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"{where}: dropout must be in [0, 1); got {dropout!r}.")
+    if dropout > 0.0 and key is None:
+        raise ValueError(f"{where}: dropout={dropout} needs a PRNG key: pass key=jax.random.key(...).")
+    xs = _checks.check_xs(xs, jnp.shape(xs)[-1] if jnp.ndim(xs) else 0, where)
+    checked = _check_layers(layers, bidirectional, xs.shape[-1], where)
+    if carries is None:
+        carries = [None] * len(checked)
+    elif len(carries) != len(checked):
+        raise ValueError(
+            f"{where}: carries must have one entry per layer ({len(checked)}); got {len(carries)}."
+        )
+    keys = jax.random.split(key, len(checked)) if dropout > 0.0 else None
+    finals = []
+    h = xs
+    for n, (pair, carry) in enumerate(zip(checked, carries)):
+        if n > 0 and keys is not None:
+            keep = jax.random.bernoulli(keys[n], 1.0 - dropout, h.shape)
+            h = jnp.where(keep, h / (1.0 - dropout), 0).astype(h.dtype)
+        if bidirectional:
+            cf, cb = (None, None) if carry is None else carry
+            hf, sf = lstm(pair[0], h, cf, lengths=lengths, backward=backward)
+            hb, sb = lstm(pair[1], h, cb, lengths=lengths, reverse=True, backward=backward)
+            h = jnp.concatenate([hf, hb], axis=-1)
+            finals.append((sf, sb))
+        else:
+            h, s = lstm(pair[0], h, carry, lengths=lengths, backward=backward)
+            finals.append(s)
+    return h, finals
+
