@@ -100,7 +100,9 @@ def check_lengths(lengths, batch_shape: tuple[int, ...], T: int, where: str):
             raise ValueError(
                 f"{where}: lengths must lie in [0, T] = [0, {T}]; got min {arr.min()}, max {arr.max()}."
             )
-    return lengths
+    # Traced lengths cannot be checked here (jlstm.debug.checked_lstm does it at run time); clamping
+    # makes a length above T act as T and a negative one as 0, never an out-of-bounds gather.
+    return jnp.clip(lengths, 0, T)
 
 
 def check_backward(backward, where: str) -> None:

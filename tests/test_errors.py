@@ -101,6 +101,17 @@ def test_l2_loss_shape(params):
         jlstm.l2_loss(jnp.zeros((2, 3)), jnp.zeros((3, 2)))
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_traced_lengths_out_of_range_are_clamped(params, reverse):
+    xs = jax.random.normal(jax.random.key(1), (2, 4, 3), jnp.float64)
+    f = jax.jit(lambda L: jlstm.lstm(params, xs, lengths=L, reverse=reverse))
+    hs, fin = f(jnp.array([9, -2]))
+    want_hs, want_fin = f(jnp.array([4, 0]))
+    np.testing.assert_array_equal(hs, want_hs)
+    np.testing.assert_array_equal(fin.c, want_fin.c)
+    assert bool(jnp.all(jnp.isfinite(hs)))
+
+
 # ---------------------------------------------------------------- runtime checks (opt-in)
 
 
