@@ -4,9 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import full_loss, problem
 
 import jlstm
-from helpers import full_loss, problem
 
 
 @pytest.mark.parametrize("scale", [1e2, 1e4])
