@@ -1,5 +1,6 @@
 """jlstm: a functional LSTM for JAX with a hand-written backward pass through time."""
 
+from jlstm import interop
 from jlstm.cell import cell
 from jlstm.losses import l2_loss, softmax_cross_entropy
 from jlstm.params import GATE_ORDER, LSTMParams, LSTMState, init
@@ -15,6 +16,7 @@ __all__ = [
     "cell",
     "init",
     "init_stacked",
+    "interop",
     "l2_loss",
     "lstm",
     "lstm_trace",
