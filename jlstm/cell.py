@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jlstm.params import LSTMParams, LSTMState
 
 
 def activate(z: jax.Array) -> jax.Array:
-    """Pre-activations ``[..., 4H]`` -> gates ``[..., 4H]``: tanh on the ``a`` block, sigmoid on i, f, o."""
-    H = z.shape[-1] // 4
-    return jnp.concatenate([jnp.tanh(z[..., :H]), jax.nn.sigmoid(z[..., H:])], axis=-1)
+    """Pre-activations ``[..., 4H]`` -> gates ``[..., 4H]``: tanh on the ``a`` block, sigmoid on i, f, o.
+
+    One elementwise pass over all 4H columns with a single transcendental, ``tanh(x) = 2 sigmoid(2x) - 1``
+    on the ``a`` block, so that XLA emits one fusion and no concatenate (a slice-tanh, a slice-sigmoid
+    and a concatenate cost three ops per step on the CPU).
+    """
+    is_a = lax.broadcasted_iota(jnp.int32, z.shape, z.ndim - 1) < z.shape[-1] // 4
+    s = jax.nn.sigmoid(jnp.where(is_a, 2 * z, z))
+    return jnp.where(is_a, 2 * s - 1, s)
 
 
 def step(gates: jax.Array, c_prev: jax.Array) -> tuple[jax.Array, jax.Array]:

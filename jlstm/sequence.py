@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jlstm import _checks
-from jlstm.backward import Residuals, Trace, bptt
+from jlstm.backward import Residuals, Trace, bptt, contractions, reverse_scan
 from jlstm.cell import activate, step
 from jlstm.params import LSTMParams, LSTMState
 
@@ -17,7 +18,8 @@ from jlstm.params import LSTMParams, LSTMState
 def _scan_forward(W, U, b, xs, h0, c0, mask):
     """Time-major forward. xs ``[T, B, D]``, h0/c0 ``[B, H]``, mask ``[T, B]`` or None.
 
-    Returns ``hs [T, B, H]``, ``(hT, cT)``, and the residuals the backward needs (gates, cells).
+    Returns ``hs [T, B, H]``, ``hT``, ``cT`` and the residuals the backward needs: the gates
+    ``[T, B, 4H]`` and the state entering each step ``[T, B, H]``.
     """
     zx = xs @ W + b[None, None]  # the input projection of every step, one contraction: [T, B, 4H]
 
@@ -30,11 +32,11 @@ def _scan_forward(W, U, b, xs, h0, c0, mask):
             m = m[:, None]
             h_new = jnp.where(m, h_new, h)  # padded steps leave the carry unchanged
             c_new = jnp.where(m, c_new, c)
-            return (h_new, c_new), (jnp.where(m, h_new, 0), gates, c_new)
-        return (h_new, c_new), (h_new, gates, c_new)
+            return (h_new, c_new), (jnp.where(m, h_new, 0), gates, c)
+        return (h_new, c_new), (h_new, gates, c)
 
-    (hT, cT), (hs, gates, cs) = lax.scan(body, (h0, c0), zx if mask is None else (zx, mask))
-    return hs, hT, cT, gates, cs
+    (hT, cT), (hs, gates, c_prevs) = lax.scan(body, (h0, c0), zx if mask is None else (zx, mask))
+    return hs, hT, cT, gates, c_prevs
 
 
 def _autodiff(W, U, b, xs, h0, c0, mask):
@@ -42,23 +44,87 @@ def _autodiff(W, U, b, xs, h0, c0, mask):
     return hs, hT, cT
 
 
-@jax.custom_vjp
-def _manual(W, U, b, xs, h0, c0, mask):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+def _manual(W, U, b, xs, h0, c0, mask, remat):
     return _autodiff(W, U, b, xs, h0, c0, mask)
 
 
-def _manual_fwd(W, U, b, xs, h0, c0, mask):
-    hs, hT, cT, gates, cs = _scan_forward(W, U, b, xs, h0, c0, mask)
-    return (hs, hT, cT), Residuals(W, U, xs, h0, c0, hs, gates, cs, mask)
+def _manual_fwd(W, U, b, xs, h0, c0, mask, remat):
+    if remat is not None:
+        return _remat_fwd(W, U, b, xs, h0, c0, mask, remat)
+    hs, hT, cT, gates, c_prevs = _scan_forward(W, U, b, xs, h0, c0, mask)
+    return (hs, hT, cT), Residuals(W, U, xs, h0, hs, gates, c_prevs, cT, mask)
 
 
-def _manual_bwd(res: Residuals, cts):
+def _manual_bwd(remat, res, cts):
     g_hs, g_hT, g_cT = cts
+    if remat is not None:
+        return _remat_bwd(remat, res, g_hs, g_hT, g_cT)
     g, _ = bptt(res, g_hs, g_hT, g_cT)
     return g.W, g.U, g.b, g.xs, g.h0, g.c0, None
 
 
 _manual.defvjp(_manual_fwd, _manual_bwd)
+
+
+def _chunked(a, k):
+    """``[T, ...]`` -> ``[T / k, k, ...]`` (T a multiple of k)."""
+    return a.reshape((a.shape[0] // k, k) + a.shape[1:])
+
+
+def _pad_time(a, T_pad, value=0):
+    pad = [(0, T_pad - a.shape[0])] + [(0, 0)] * (a.ndim - 1)
+    return jnp.pad(a, pad, constant_values=value)
+
+
+def _remat_fwd(W, U, b, xs, h0, c0, mask, k):
+    """Forward that keeps only the carry entering every k-th step: residuals ``[T / k, B, 2H]`` instead
+    of ``[T, B, 5H]``; the backward recomputes one chunk of k steps at a time (``[k, B, 5H]``).
+
+    T is padded to a multiple of k with masked steps (the identity on the carry).
+    """
+    T = xs.shape[0]
+    T_pad = -(-T // k) * k
+    xs_p = _pad_time(xs, T_pad)
+    mask_p = None
+    if mask is not None or T_pad != T:
+        mask_p = _pad_time(mask if mask is not None else jnp.ones(xs.shape[:2], bool), T_pad, False)
+
+    def chunk(carry, inp):
+        x_c, m_c = inp if mask_p is not None else (inp, None)
+        hs, h, c, _, _ = _scan_forward(W, U, b, x_c, *carry, m_c)  # gates unused: dropped by XLA
+        return (h, c), (hs, carry)
+
+    inp = _chunked(xs_p, k) if mask_p is None else (_chunked(xs_p, k), _chunked(mask_p, k))
+    (hT, cT), (hs, (h_starts, c_starts)) = lax.scan(chunk, (h0, c0), inp)
+    hs = hs.reshape((T_pad,) + hs.shape[2:])[:T]
+    return (hs, hT, cT), (W, U, b, xs_p, mask_p, h_starts, c_starts, T)
+
+
+def _remat_bwd(k, res, g_hs, g_hT, g_cT):
+    W, U, b, xs_p, mask_p, h_starts, c_starts, T = res
+    T_pad = xs_p.shape[0]
+    g_hs_p = _pad_time(g_hs, T_pad)
+
+    def chunk(carry, inp):
+        dh, dc, dW, dU, db = carry
+        if mask_p is not None:
+            x_c, g_c, h_s, c_s, m_c = inp
+        else:
+            (x_c, g_c, h_s, c_s), m_c = inp, None
+        hs, _, cT, gates, c_prevs = _scan_forward(W, U, b, x_c, h_s, c_s, m_c)  # recompute k steps
+        (dh, dc), dgates = reverse_scan(U, gates, c_prevs, cT, m_c, g_c, dh, dc)
+        h_prevs = jnp.concatenate([h_s[None], hs[:-1]], axis=0)
+        dW_c, dU_c, db_c, dxs_c = contractions(W, x_c, h_prevs, dgates)
+        return (dh, dc, dW + dW_c, dU + dU_c, db + db_c), dxs_c
+
+    inp = (_chunked(xs_p, k), _chunked(g_hs_p, k), h_starts, c_starts)
+    if mask_p is not None:
+        inp = inp + (_chunked(mask_p, k),)
+    zero = (jnp.zeros_like(W), jnp.zeros_like(U), jnp.zeros_like(b))
+    (dh0, dc0, dW, dU, db), dxs = lax.scan(chunk, (g_hT, g_cT) + zero, inp, reverse=True)
+    dxs = dxs.reshape((-1,) + dxs.shape[2:])[:T]
+    return dW, dU, db, dxs, dh0, dc0, None
 
 
 def _reverse_time(xs: jax.Array, lengths: jax.Array | None) -> jax.Array:
@@ -110,6 +176,7 @@ def lstm(
     lengths: jax.Array | None = None,
     reverse: bool = False,
     backward: str = "manual",
+    remat: int | None = None,
 ) -> tuple[jax.Array, LSTMState]:
     """Run an LSTM layer over a sequence.
 
@@ -130,6 +197,14 @@ def lstm(
       reverse: run from the end of each sequence (its own last valid step, with ``lengths``); outputs
         stay aligned with the inputs.
       backward: ``"manual"`` (hand-written, default) or ``"autodiff"``.
+      remat: ``None`` (default) saves the gates and states of every step for the backward
+        (``[T, B, 5H]``). An int k keeps only the carry entering every k-th step and recomputes each
+        chunk of k steps in the backward, so saved memory grows like ``T / k + k`` instead of ``T``, for
+        about one extra forward pass of time; ``k ~ sqrt(T)`` minimises memory. Manual backward only.
+
+    Dtypes: the computation runs in ``result_type(xs, *params)`` (float32 by default; float64 with
+    ``jax_enable_x64``; bfloat16 if both are bfloat16, every part including the cell state: a float32
+    cell state under bfloat16 compute is not implemented yet, see docs/performance.md).
 
     Returns:
       ``(hs, LSTMState(h, c))``: ``hs [..., T, H]`` and the final carry, each ``[..., H]``.
@@ -144,6 +219,12 @@ def lstm(
     """
     where = "jlstm.lstm"
     _checks.check_backward(backward, where)
+    if remat is not None and (isinstance(remat, bool) or not isinstance(remat, int) or remat < 1):
+        raise ValueError(
+            f"{where}: remat must be None or a positive int k (keep every k-th carry); got {remat!r}."
+        )
+    if remat is not None and backward != "manual":
+        raise ValueError(f"{where}: remat applies to backward='manual' only; got backward={backward!r}.")
     p = _Prepared(params, xs, carry, lengths, where)
     if p.T == 0:
         return p.unflatten(jnp.zeros((p.B, 0, p.H), p.xs.dtype), p.h0, p.c0)
@@ -154,8 +235,11 @@ def lstm(
     if lengths is not None:
         mask = jnp.arange(p.T)[:, None] < lengths[None, :]  # [T, B]
         xs = jnp.where(mask.T[:, :, None], xs, 0)  # padding never reaches dW, even if it holds NaN
-    impl = _manual if backward == "manual" else _autodiff
-    hs, hT, cT = impl(*p.params, jnp.swapaxes(xs, 0, 1), p.h0, p.c0, mask)
+    xs_tm = jnp.swapaxes(xs, 0, 1)
+    if backward == "manual":
+        hs, hT, cT = _manual(*p.params, xs_tm, p.h0, p.c0, mask, remat)
+    else:
+        hs, hT, cT = _autodiff(*p.params, xs_tm, p.h0, p.c0, mask)
     hs = jnp.swapaxes(hs, 0, 1)  # [B, T, H]
     if reverse:
         hs = _reverse_time(hs, lengths)
@@ -203,8 +287,8 @@ def lstm_trace(
         mask = jnp.arange(p.T)[:, None] < p.lengths[None, :]
         xs = jnp.where(mask.T[:, :, None], xs, 0)
     xs_tm = jnp.swapaxes(xs, 0, 1)
-    hs, _, _, gates, cs = _scan_forward(*p.params, xs_tm, p.h0, p.c0, mask)
-    res = Residuals(p.params.W, p.params.U, xs_tm, p.h0, p.c0, hs, gates, cs, mask)
+    hs, _, cT, gates, c_prevs = _scan_forward(*p.params, xs_tm, p.h0, p.c0, mask)
+    res = Residuals(p.params.W, p.params.U, xs_tm, p.h0, hs, gates, c_prevs, cT, mask)
     g_tm = jnp.swapaxes(g_hs.astype(dtype).reshape(p.B, p.T, p.H), 0, 1)
     grads, tr = bptt(res, g_tm, g_hT, g_cT, trace=True)
 
