@@ -1,6 +1,14 @@
-"""The ``jlstm`` command line (typer). Heavy imports happen inside each command."""
+"""The ``jlstm`` command line (typer). Heavy imports happen inside each command.
+
+Bad arguments exit with status 2 and a message (typer's usage errors, and ``typer.BadParameter`` for
+values the library rejects); Ctrl-C during ``train`` saves a checkpoint and exits with 130.
+"""
 
 from __future__ import annotations
+
+import logging
+from enum import Enum
+from typing import Annotated
 
 import typer
 
@@ -11,6 +19,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+# The names of jlstm.tasks.TASKS (kept here so that `jlstm --help` does not import JAX).
+TASK_NAMES = ("digits", "adding", "charlm", "gomez")
+Task = Enum("Task", {n: n for n in TASK_NAMES}, type=str)
+
+
+def _logging(quiet: bool = False) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(show_path=False, markup=False)],
+        force=True,
+    )
+    logging.getLogger("jax").setLevel(logging.WARNING)  # not "Unable to initialize backend 'tpu'"
 
 
 @app.callback()
@@ -27,6 +52,123 @@ def example() -> None:
     from jlstm import example as ex
 
     typer.echo(ex.report())
+
+
+@app.command()
+def gradcheck(
+    seed: Annotated[int, typer.Option(help="PRNG seed of the random configuration.")] = 0,
+    batch: Annotated[int, typer.Option(min=1, help="Batch size.")] = 3,
+    steps: Annotated[int, typer.Option("--steps", "-T", min=1, help="Sequence length T.")] = 7,
+    input_size: Annotated[int, typer.Option(min=1, help="Input size D.")] = 4,
+    hidden_size: Annotated[int, typer.Option(min=1, help="Hidden size H.")] = 5,
+) -> None:
+    """Hand-written gradient vs autodiff vs finite differences (float64) on a random LSTM, as a table.
+
+    Exits with 1 if manual and autodiff differ by more than 1e-10 or finite differences by 1e-6.
+    """
+    from jlstm import demo
+
+    rows = demo.gradcheck(seed, batch, steps, input_size, hidden_size)
+    typer.echo(demo.gradcheck_table(rows))
+    ok = demo.gradcheck_passed(rows)
+    typer.echo("\npassed: manual == autodiff (< 1e-10) == finite differences (< 1e-6)" if ok else "\nFAILED")
+    raise typer.Exit(0 if ok else 1)
+
+
+# The options of `jlstm train`. Each is forwarded by name to jlstm.runner.Config: a new option needs a
+# parameter here and a Config field of the same name, nothing else. Defaults of None mean the task's.
+@app.command()
+def train(
+    ctx: typer.Context,
+    task: Annotated[Task, typer.Argument(help="What to train on.", show_default=False, metavar="TASK")],
+    steps: Annotated[int | None, typer.Option(help="Training steps (task default).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the initialisation and of the data order.")] = 0,
+    out: Annotated[str | None, typer.Option(help="Output directory (default runs/TASK).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint in --out.")] = False,
+    optimizer: Annotated[
+        str | None, typer.Option(help="An optax optimizer by name: sgd, adam, adamw, ...")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (task default).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (task default).")] = None,
+    clip: Annotated[float | None, typer.Option(help="Clip the gradient's global norm; 0 = off.")] = None,
+    hidden_size: Annotated[int | None, typer.Option(help="LSTM hidden size H (task default).")] = None,
+    seq_len: Annotated[int | None, typer.Option(help="T for adding, unroll length for charlm.")] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Evaluate every N steps.")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
+    log_every: Annotated[int | None, typer.Option(help="Write metrics.jsonl every N steps.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train on TASK; write summary.json, metrics.jsonl, plots and a checkpoint into --out.
+
+    \b
+    Tasks and their metric (in summary.json):
+      digits  scikit-learn's 8x8 digits, row by row      test_accuracy
+      adding  the adding problem, T = 100                test_mse
+      charlm  characters of the Python stdlib's source   val_bpc
+      gomez   the source's two-step example, SGD 0.1     final_loss
+    """
+    import json
+    import shlex
+    import sys
+
+    from jlstm import runner
+
+    opts = {k: (v.value if isinstance(v, Enum) else v) for k, v in ctx.params.items()}
+    try:
+        config = runner.Config(**opts)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    _logging()
+    try:
+        summary = runner.train(config)
+    except runner.Interrupted as e:
+        args = [a for a in sys.argv[1:] if a != "--resume"] + ["--resume"]
+        if "--out" not in args:
+            args += ["--out", str(e.out)]
+        typer.echo(f"\n{e}. Continue with: jlstm {shlex.join(args)}", err=True)
+        raise typer.Exit(130) from None
+    except ValueError as e:  # e.g. --resume with a checkpoint of another configuration
+        raise typer.BadParameter(str(e)) from None
+    shown = {k: v for k, v in summary.items() if k not in ("config", "sample")}
+    typer.echo(json.dumps(shown, indent=2))
+    if "sample" in summary:
+        typer.echo("\nsampled text:\n" + summary["sample"])
+
+
+@app.command()
+def gradflow(
+    steps: Annotated[int, typer.Option(min=0, help="Adam steps on `adding` per model.")] = 1500,
+    seq_len: Annotated[int, typer.Option(min=2, help="Sequence length T of the adding problem.")] = 100,
+    hidden_size: Annotated[int, typer.Option(min=1, help="Hidden size of every model.")] = 64,
+    seed: Annotated[int, typer.Option(help="PRNG seed.")] = 0,
+    out: Annotated[str, typer.Option(help="Output directory.")] = "runs/gradflow",
+) -> None:
+    """How the gradient reaching step t decays with distance to the loss: LSTM vs tanh RNN.
+
+    LSTMs with forget-gate bias 0, 1 and 3 and a tanh RNN of the same size.
+
+    Measured at initialisation and after training on `adding`; writes gradflow.csv, gradflow.png and
+    summary.json into --out.
+    """
+    from jlstm import gradflow as gf
+
+    _logging()
+    result = gf.run(gf.StudyConfig(steps=steps, seq_len=seq_len, hidden_size=hidden_size, seed=seed, out=out))
+    typer.echo(gf.describe(result))
+
+
+@app.command()
+def demo(
+    out: Annotated[str, typer.Option(help="Output directory of the report.")] = "runs/demo",
+    steps: Annotated[int, typer.Option(min=1, help="Steps of the digits run.")] = 1500,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+) -> None:
+    """The tour: the worked example, a gradient check, a short digits run, and a report in --out."""
+    from jlstm import demo as demo_lib
+
+    _logging()
+    path = demo_lib.run(out, digits_steps=steps, progress=progress)
+    typer.echo(f"report: {path}")
 
 
 def main() -> None:
