@@ -97,6 +97,10 @@ def train(
     checkpoint_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
     log_every: Annotated[int | None, typer.Option(help="Write metrics.jsonl every N steps.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    devices: Annotated[
+        int | None,
+        typer.Option(help="Data-parallel over the first N local devices (default: all dividing the batch)."),
+    ] = None,
 ) -> None:
     """Train on TASK; write summary.json, metrics.jsonl, plots and a checkpoint into --out.
 
@@ -127,6 +131,9 @@ def train(
             args += ["--out", str(e.out)]
         typer.echo(f"\n{e}. Continue with: jlstm {shlex.join(args)}", err=True)
         raise typer.Exit(130) from None
+    except runner.RunError as e:  # diverged, unwritable --out, no readable checkpoint
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
     except ValueError as e:  # e.g. --resume with a checkpoint of another configuration
         raise typer.BadParameter(str(e)) from None
     shown = {k: v for k, v in summary.items() if k not in ("config", "sample")}
@@ -169,6 +176,59 @@ def demo(
     _logging()
     path = demo_lib.run(out, digits_steps=steps, progress=progress)
     typer.echo(f"report: {path}")
+
+
+@app.command()
+def parity(
+    libraries: Annotated[
+        list[str] | None,
+        typer.Argument(help="Libraries to compare (default: all): torch, flax.linen, flax.nnx, keras, haiku, "
+                       "equinox.", show_default=False),  # fmt: skip
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the inputs and of the JAX libraries' weights.")] = 0,
+) -> None:
+    """Compare jlstm with torch, Flax, Keras, Haiku and Equinox in float64: outputs, final state, grads."""
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "jax")  # before keras is imported: jax.grad needs its JAX backend
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from jlstm import parity as par
+
+    try:
+        rows = par.parity_rows(libraries or None, seed=seed)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="LIBRARIES") from None
+    typer.echo(par.format_table(rows))
+
+
+@app.command()
+def bench(
+    sizes: Annotated[str | None, typer.Option(help="T,B,D,H;T,B,D,H (default: the six sizes).")] = None,
+    impls: Annotated[
+        str, typer.Option(help="Comma-separated: manual,autodiff,plain,flax,equinox,torch,lstm_ref.")
+    ] = "manual,autodiff,plain,flax,equinox,torch,lstm_ref",
+    rounds: Annotated[int, typer.Option(min=1, help="Round-robin rounds (>= 10 to report).")] = 10,
+    threads: Annotated[int, typer.Option(min=1, help="CPU threads for every framework.")] = 1,
+    out: Annotated[str, typer.Option(help="Output directory (bench.md, .json, .png).")] = "runs/bench",
+) -> None:
+    """Time the training step of every LSTM implementation round-robin, gradients checked equal first."""
+    from pathlib import Path
+
+    from jlstm import bench as b
+
+    unknown = [i for i in impls.split(",") if i not in b.ALL_IMPLS]
+    if unknown:
+        msg = f"must be among {','.join(b.ALL_IMPLS)}; got {unknown}"
+        raise typer.BadParameter(msg, param_hint="--impls")
+    try:
+        chosen = b.parse_sizes(sizes) if sizes else b.SIZES
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--sizes") from None
+    b.configure_threads(threads)  # before JAX's first computation
+    b.run(chosen, impls=impls.split(","), rounds=rounds, out=out)
+    typer.echo((Path(out) / "bench.md").read_text())
 
 
 def main() -> None:

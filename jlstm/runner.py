@@ -8,7 +8,12 @@
   ``params_digest`` (sha256 of the final parameters' bytes) and the resolved config;
 - ``loss.png`` (training loss and the task's metric against steps) and ``<task>.png`` (the task's figure);
 - ``checkpoint/state.npz``: parameters, optimizer state, step and elapsed time, written to a temporary
-  file and renamed over the previous one, so the last good checkpoint survives any interruption.
+  file and renamed over the previous one, which is kept as ``checkpoint/state.prev.npz``; a checkpoint
+  that cannot be read (truncated, corrupted) is reported and the previous one is used.
+
+A non-finite loss or non-finite parameters stop the run (``Diverged``) before anything is saved, so
+the last good checkpoint is never overwritten. An ``--out`` that cannot be written (a file in the way,
+a full disk) gives a ``RunError`` naming the path and the reason.
 
 The data order is a pure function of ``(seed, step)`` and the checkpoint holds the whole optimizer
 state, so ``resume=True`` after any interruption (Ctrl-C, SIGKILL) ends with the same
@@ -32,12 +37,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jlstm import sharding
 from jlstm import tasks as tasks_lib
-from jlstm.train import make_train_step
 
 log = logging.getLogger("jlstm.runner")
 
 CHECKPOINT = Path("checkpoint") / "state.npz"
+PREVIOUS = Path("checkpoint") / "state.prev.npz"
 
 # Fields that must agree between a checkpoint and the run resuming it (``steps`` may grow).
 _RESUME_FIELDS = ("task", "seed", "optimizer", "lr", "batch_size", "clip", "hidden_size", "seq_len")
@@ -66,12 +72,13 @@ class Config:
     checkpoint_every: int | None = None
     log_every: int | None = None
     progress: bool = True
+    devices: int | None = None  # data-parallel over the first N local devices; None: all that divide B
 
     def __post_init__(self):
         if self.task not in tasks_lib.TASKS:
             raise ValueError(f"task must be one of {sorted(tasks_lib.TASKS)}; got {self.task!r}.")
         for name in ("steps", "batch_size", "hidden_size", "seq_len", "eval_every", "checkpoint_every",
-                     "log_every"):  # fmt: skip
+                     "log_every", "devices"):  # fmt: skip
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
                 raise ValueError(f"{name} must be a positive integer; got {v!r}.")
@@ -135,17 +142,62 @@ def save_checkpoint(path: Path, params, opt_state, step: int, wall_seconds: floa
     meta = {"step": step, "wall_seconds": wall_seconds, "config": dataclasses.asdict(config)}
     arrays["meta"] = np.asarray(json.dumps(meta))
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
+    if path.exists():
+        os.replace(path, _previous(path))  # between the two renames, the previous one is still there
     os.replace(tmp, path)  # atomic: a reader sees the old checkpoint or the new one, never half
+
+
+def _previous(path: Path) -> Path:
+    return path.with_name(path.stem + ".prev" + path.suffix)
+
+
+class RunError(Exception):
+    """A run that cannot go on for a reason outside the model: unwritable output, no usable checkpoint."""
+
+
+class Diverged(RunError):
+    """The loss or the parameters became NaN or Inf; nothing was saved after the last good step."""
+
+
+def load_latest_checkpoint(path: Path, template) -> tuple[Any, dict] | None:
+    """The newest readable checkpoint among ``path`` and the previous one kept beside it.
+
+    A checkpoint that cannot be read (truncated, corrupted, of another configuration) is logged with
+    the reason and the previous one is tried. Returns None if there is neither file; raises
+    ``RunError`` naming both reasons if neither can be read.
+    """
+    reasons = []
+    for candidate in (path, _previous(path)):
+        if not candidate.exists():
+            continue
+        try:
+            loaded = load_checkpoint(candidate, template)
+        except Exception as e:  # noqa: BLE001 - zipfile, pickle and numpy raise many kinds
+            reasons.append(f"{candidate}: {type(e).__name__}: {e}")
+            log.warning("checkpoint %s cannot be read (%s: %s); trying the previous one", candidate,
+                        type(e).__name__, e)  # fmt: skip
+            continue
+        if reasons:
+            log.warning("resuming from the previous checkpoint %s (step %d)", candidate, loaded[1]["step"])
+        return loaded
+    if reasons:
+        raise RunError("no readable checkpoint: " + "; ".join(reasons))
+    return None
 
 
 def load_checkpoint(path: Path, template) -> tuple[Any, dict]:
     """Read a checkpoint into the structure of ``template`` (``(params, opt_state)``); returns it and meta."""
     leaves, treedef = jax.tree.flatten(template)
-    with np.load(path) as z:
+    # Our own file handle: np.load leaks its own when the file is truncated.
+    with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
         meta = json.loads(str(z["meta"]))
         got = [z[f"leaf_{i:04d}"] for i in range(len(leaves))]
         extra = len([k for k in z.files if k.startswith("leaf_")]) - len(leaves)
@@ -161,6 +213,25 @@ def load_checkpoint(path: Path, template) -> tuple[Any, dict]:
 
 
 # ------------------------------------------------------------------------------------------- the loop
+
+
+def make_mesh(config: Config):
+    """The data-parallel mesh of a resolved config: ``config.devices`` local devices over the batch.
+
+    ``None`` takes the most local devices (at most all) that divide the batch size, so a batch of 1
+    (``gomez``) still runs on a machine with several devices.
+    """
+    n = config.devices
+    if n is None:
+        n = max(k for k in range(1, len(jax.devices()) + 1) if config.batch_size % k == 0)
+    elif config.batch_size % n:
+        raise ValueError(f"devices: the batch size {config.batch_size} must be divisible by the number "
+                         f"of devices; got devices={n}. Use --batch-size a multiple of {n}.")  # fmt: skip
+    return sharding.data_mesh(n)
+
+
+def _all_finite(tree) -> bool:
+    return all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(tree))
 
 
 class Interrupted(Exception):
@@ -198,7 +269,18 @@ def train(config: Config) -> dict:
 
     Raises:
       Interrupted: on Ctrl-C, after saving a checkpoint that ``resume=True`` continues from.
+      Diverged: when the loss or the parameters become NaN or Inf (the last good checkpoint is kept).
+      RunError: when ``config.out`` cannot be written, or no checkpoint can be read to resume from.
     """
+    try:
+        return _train(config)
+    except OSError as e:
+        where = e.filename or config.out
+        raise RunError(f"cannot write the run's output in {where}: {e.strerror or e}. "
+                       "Choose another --out or free some space.") from e  # fmt: skip
+
+
+def _train(config: Config) -> dict:
     cfg = config.resolved()
     info = tasks_lib.TASKS[cfg.task]
     out = Path(cfg.out)
@@ -207,14 +289,16 @@ def train(config: Config) -> dict:
     problem = tasks_lib.make(cfg.task, seed=cfg.seed, batch_size=cfg.batch_size,
                              hidden_size=cfg.hidden_size, seq_len=cfg.seq_len)  # fmt: skip
     opt = make_optimizer(cfg)
+    mesh = make_mesh(cfg)
     params = problem.init(jax.random.key(cfg.seed))
     opt_state = opt.init(params)
 
     for stale in ckpt_path.parent.glob(ckpt_path.name + ".tmp*"):  # left by a process killed mid-write
         stale.unlink()
     start, wall_before = 0, 0.0
-    if cfg.resume and ckpt_path.exists():
-        (params, opt_state), meta = load_checkpoint(ckpt_path, (params, opt_state))
+    loaded = load_latest_checkpoint(ckpt_path, (params, opt_state)) if cfg.resume else None
+    if loaded is not None:
+        (params, opt_state), meta = loaded
         for k in _RESUME_FIELDS:
             if meta["config"][k] != getattr(cfg, k):
                 raise ValueError(
@@ -225,7 +309,7 @@ def train(config: Config) -> dict:
         if start > cfg.steps:
             raise ValueError(f"resume: the checkpoint is at step {start}, past steps={cfg.steps}.")
         log.info("resuming %s from step %d", cfg.task, start)
-    elif cfg.resume:
+    elif cfg.resume:  # no checkpoint at all: a fresh start
         log.warning("resume: no checkpoint in %s; starting from step 0", out)
     # Lines logged after the checkpoint was written belong to the lost part of the run.
     history = _read_history(metrics_path, upto=start) if start else []
@@ -237,7 +321,8 @@ def train(config: Config) -> dict:
         traces.append(1)  # runs at trace time only: counts compilations of the step
         return problem.loss(p, batch)
 
-    step_fn = make_train_step(loss_fn, opt, has_aux=True)
+    step_fn = sharding.make_sharded_train_step(loss_fn, opt, mesh, has_aux=True)
+    params, opt_state = sharding.replicate((params, opt_state), mesh)  # after a resume, too
     state = (params, opt_state, start)  # replaced in one assignment, so Ctrl-C never sees it half-done
     extra: dict = {}
     last_loss = history[-1]["loss"] if history else float("nan")  # a resumed, finished run keeps its own
@@ -253,7 +338,7 @@ def train(config: Config) -> dict:
     try:
         with open(metrics_path, "a") as mf:
             for s in range(start, cfg.steps):
-                p, o, m = step_fn(state[0], state[1], problem.batch(s))
+                p, o, m = step_fn(state[0], state[1], sharding.shard_batch(problem.batch(s), mesh))
                 state = (p, o, s + 1)
                 done = s + 1
                 if done == 1 and problem.first_step is not None:
@@ -266,6 +351,8 @@ def train(config: Config) -> dict:
                     rec.update(step=done, steps_per_second=rate, wall_seconds=wall_before + now - t0)
                     t_log, s_log = now, done
                     last_loss = rec["loss"]
+                    if not np.isfinite(last_loss):
+                        raise Diverged(_diverged(cfg, done, "the loss is " + str(last_loss), ckpt_path))
                     if done % cfg.eval_every == 0 or last:
                         ev = last_eval = problem.evaluate(p)
                         rec.update(ev)
@@ -277,9 +364,12 @@ def train(config: Config) -> dict:
                     if bar:
                         bar.update(task_id, completed=done, loss=rec["loss"], rate=rate)
                 if done % cfg.checkpoint_every == 0 and not last:
+                    _check_finite(cfg, done, p, o, m, ckpt_path)
                     save_checkpoint(ckpt_path, p, o, done, wall_before + time.perf_counter() - t0, cfg)
     except KeyboardInterrupt:
         params, opt_state, done = state
+        if not _all_finite((params, opt_state)):
+            raise Diverged(_diverged(cfg, done, "the parameters are not finite", ckpt_path)) from None
         save_checkpoint(ckpt_path, params, opt_state, done, wall_before + time.perf_counter() - t0, cfg)
         raise Interrupted(done, out) from None
     finally:
@@ -288,6 +378,7 @@ def train(config: Config) -> dict:
 
     params, opt_state, done = state
     wall = wall_before + time.perf_counter() - t0
+    _check_finite(cfg, done, params, opt_state, None, ckpt_path)
     save_checkpoint(ckpt_path, params, opt_state, done, wall, cfg)
     final_eval = last_eval if last_eval is not None and start < cfg.steps else problem.evaluate(params)
     summary = {
@@ -302,6 +393,7 @@ def train(config: Config) -> dict:
         "resumed_from_step": start,
         "steps_per_second": (cfg.steps - start) / max(wall - wall_before, 1e-9),
         "traces": len(traces),
+        "devices": mesh.size,
         "config": dataclasses.asdict(cfg),
         **extra,
         **problem.extras(params),
@@ -310,6 +402,20 @@ def train(config: Config) -> dict:
     plot_history(history, info.metric, out / "loss.png", title=cfg.task)
     problem.figure(params, history, out / f"{cfg.task}.png")
     return summary
+
+
+def _diverged(cfg: Config, step: int, what: str, ckpt_path: Path) -> str:
+    kept = f"the last good checkpoint ({ckpt_path}) is kept" if ckpt_path.exists() else "no checkpoint"
+    return (f"{cfg.task}: training diverged at step {step}: {what}; {kept}. Try a smaller --lr or "
+            "--clip.")  # fmt: skip
+
+
+def _check_finite(cfg: Config, step: int, params, opt_state, metrics, ckpt_path: Path) -> None:
+    """Never save a non-finite state: a NaN step would otherwise overwrite the last good checkpoint."""
+    if metrics is not None and not np.isfinite(float(metrics["loss"])):
+        raise Diverged(_diverged(cfg, step, f"the loss is {float(metrics['loss'])}", ckpt_path))
+    if not _all_finite((params, opt_state)):
+        raise Diverged(_diverged(cfg, step, "the parameters are not finite", ckpt_path))
 
 
 def plot_history(history: list[dict], metric: str, path: Path, title: str = "") -> None:
