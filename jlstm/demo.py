@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -112,7 +113,7 @@ def gradcheck_passed(rows: list[dict]) -> bool:
 
 
 def run(out: str | Path = "runs/demo", *, digits_steps: int = 1500, gomez_steps: int = 100,
-        progress: bool = True) -> Path:  # fmt: skip
+        progress: bool = True, show: Callable[[str], None] = print) -> Path:  # fmt: skip
     """Run the demo and write ``out/report.md``; returns its path.
 
     Args:
@@ -120,6 +121,7 @@ def run(out: str | Path = "runs/demo", *, digits_steps: int = 1500, gomez_steps:
       digits_steps: SGD steps of the short ``digits`` run.
       gomez_steps: SGD steps on the source's two-step example.
       progress: show the progress bars.
+      show: where the tables go (stdout by default; they are too wide for log lines).
     """
     from jlstm import example
     from jlstm.runner import Config, train
@@ -133,13 +135,13 @@ def run(out: str | Path = "runs/demo", *, digits_steps: int = 1500, gomez_steps:
         table = example.report()
         rows = example.rows()
     (out / "example.txt").write_text(table + "\n")
-    log.info("%s", table)
+    show(table)
 
     log.info("2/4  hand-written gradient vs autodiff vs finite differences")
     checks = gradcheck()
     gc_table = gradcheck_table(checks)
     ok = gradcheck_passed(checks)
-    log.info("%s\n%s", gc_table, "gradient check passed" if ok else "GRADIENT CHECK FAILED")
+    show(gc_table + "\n" + ("gradient check passed" if ok else "GRADIENT CHECK FAILED"))
 
     log.info("3/4  a short digits run")
     digits = train(Config(task="digits", steps=digits_steps, out=str(out / "digits"), progress=progress))

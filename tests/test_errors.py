@@ -180,3 +180,30 @@ def test_property_right_answer_or_clean_error(xs_shape, dtype, carry_kind, lengt
         gm, ga = jax.grad(f)(params, "manual"), jax.grad(f)(params, "autodiff")
         for a, b in zip(jax.tree.leaves(gm), jax.tree.leaves(ga)):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
+
+
+# ---------------------------------------------------------------- converters given another library's weights
+
+
+def test_converters_name_the_library_they_expected():
+    import flax.linen as nn
+    import torch
+
+    from jlstm import interop
+
+    sd = torch.nn.LSTM(3, 4).state_dict()
+    cell = nn.LSTMCell(4)
+    fp = cell.init(jax.random.key(0), cell.initialize_carry(jax.random.key(0), (1, 3)), jnp.zeros((1, 3)))
+    cases = [
+        (lambda: interop.from_torch(fp), ValueError, "from_torch: no 'weight_ih_l0' key; got keys"),
+        (lambda: interop.from_flax(sd), ValueError, "from_flax: expected the LSTMCell parameters"),
+        (lambda: interop.from_keras(sd), TypeError, "from_keras: layer_or_weights must be a keras LSTM"),
+        (lambda: interop.from_haiku(sd), ValueError, "from_haiku: expected one hk.LSTM module"),
+        (lambda: interop.from_equinox(sd), TypeError, "from_equinox: cell must be an eqx.nn.LSTMCell"),
+        (lambda: interop.from_torch([jnp.zeros((3, 16))]), TypeError, "must be a torch.nn.LSTM or its state"),
+        (lambda: interop.from_ng(sd), ValueError, "from_ng: parameters is missing \\['Wf'"),
+        (lambda: interop.from_seo(fp), ValueError, "from_seo: weights is missing \\['Wa'"),
+    ]
+    for call, exc, msg in cases:
+        with pytest.raises(exc, match=msg):
+            call()

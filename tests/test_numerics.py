@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import full_loss, problem
+from helpers import full_loss, problem, rel_err
 
 import jlstm
 
@@ -22,7 +22,10 @@ def test_huge_preactivations_give_finite_equal_gradients(key, scale, dtype):
     gm, ga = g(params, xs, c0, "manual"), g(params, xs, c0, "autodiff")
     for a, b in zip(jax.tree.leaves(gm), jax.tree.leaves(ga)):
         assert bool(jnp.all(jnp.isfinite(a)))
-        np.testing.assert_allclose(a, b, rtol=1e-4 if dtype == jnp.float32 else 1e-10, atol=1e-6)
+        if dtype == jnp.float64:
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+        else:  # saturated gates: the two derivative formulas round differently, so compare norm-wise
+            assert rel_err(a, b) < 1e-4
 
 
 def test_cell_state_grows_without_overflow_when_forget_gate_is_open(key):
@@ -37,3 +40,7 @@ def test_cell_state_grows_without_overflow_when_forget_gate_is_open(key):
     np.testing.assert_allclose(h, np.tanh(T) * 0.5, rtol=1e-6)
     g = jax.jit(jax.grad(lambda p: jnp.sum(jlstm.lstm(p, xs)[1].c)))(params)
     assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(g))
+    # The rematerialising backward (every 100th carry kept) gives the same gradient.
+    g_remat = jax.jit(jax.grad(lambda p: jnp.sum(jlstm.lstm(p, xs, remat=100)[1].c)))(params)
+    for a, b in zip(jax.tree.leaves(g_remat), jax.tree.leaves(g)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
