@@ -11,6 +11,12 @@ Notation (source -> code), per step t, all ``[B, H]`` unless said otherwise:
 The source's errata are handled: ``Delta out_{t-1} = U^T . delta gates_t`` uses the gates of step t
 (the source's t=0 line uses gates_1 by mistake; its printed number already uses gates_0), and
 ``dU`` pairs ``delta gates_t`` with ``out_{t-1}`` (``out_{-1}`` is the initial ``h0``).
+
+Dtypes (the policy of ``jlstm.lstm``): ``U``, ``W``, ``xs``, ``hs`` and the cotangent of ``hs`` are in the
+compute dtype; the gates, states and every carry of the reverse scan (``dh``, ``dc``) in its state dtype
+(``cell.state_dtype``: float32 under 16-bit compute). ``delta gates`` is computed in the state dtype and
+rounded to the compute dtype once, as the operand of ``dgates @ U^T`` and of the contractions, which
+accumulate in the state dtype. With float32 or float64 throughout every cast is a no-op.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from jlstm.cell import matmul, state_dtype
 
 
 class StepGrads(NamedTuple):
@@ -66,7 +74,8 @@ def backward_step(
     is_a = lax.broadcasted_iota(jnp.int32, gates.shape, gates.ndim - 1) < H
     derivative = jnp.where(is_a, 1 - gates * gates, gates * (1 - gates))  # tanh' on a, sigmoid' on i, f, o
     delta_gates = factor * derivative
-    Delta_out_prev = delta_gates @ U.T  # Delta out_{t-1} = U^T . delta gates_t   (erratum: gates_t)
+    # Delta out_{t-1} = U^T . delta gates_t   (erratum: gates_t)
+    Delta_out_prev = matmul(delta_gates.astype(U.dtype), U.T, delta_gates.dtype)
     return StepGrads(delta_out, delta_state, delta_gates, Delta_out_prev, delta_state * f)
 
 
@@ -90,7 +99,9 @@ class Residuals(NamedTuple):
 
 
 class Grads(NamedTuple):
-    """Cotangents of the time-major primal inputs."""
+    """Cotangents of the time-major primal inputs. ``W``, ``U``, ``b`` are in the state dtype (the
+    accumulation dtype: float32 under 16-bit compute) for the caller to cast to each parameter's own
+    dtype; ``xs``, ``h0``, ``c0`` are in the dtypes of ``xs``, ``h0`` and ``cT``."""
 
     W: jax.Array
     U: jax.Array
@@ -124,10 +135,12 @@ def reverse_scan(
 ):
     """The reverse ``lax.scan`` of ``backward_step`` over ``[T, B, ...]`` residuals.
 
-    Returns ``(dh0, dc0), out`` where ``out`` is ``dgates [T, B, 4H]``, or with ``trace`` the tuple
-    ``(dgates, delta_out, delta_state, Delta_out_prev)``.
+    Returns ``(dh0, dc0), out`` where ``out`` is ``dgates [T, B, 4H]`` (in ``U``'s dtype, the compute
+    dtype), or with ``trace`` the tuple ``(dgates, delta_out, delta_state, Delta_out_prev)``. ``dh0`` and
+    ``dc0`` are in ``cT``'s dtype, the state dtype (the caller rounds ``dh0`` to ``h0``'s dtype).
     """
     masked = mask is not None
+    cd, sd = U.dtype, cT.dtype
     # U^T materialised once, outside the loop: XLA would otherwise contract against U's transposed
     # layout in every step, which the CPU's matrix kernels run 10-25 % slower (measured).
     U_T = lax.optimization_barrier(U.T)
@@ -139,10 +152,11 @@ def reverse_scan(
         else:
             g, c_prev, g_h = inp
         # Looked up at trace time, so a test can substitute a wrong step and see the checks fail.
-        s = backward_step(U, g, c, c_prev, g_h, dh, dc)
+        s = backward_step(U, g, c, c_prev, g_h.astype(sd), dh, dc)
         # Delta out_{t-1} = U^T . delta gates_t, backward_step's own line, against the pre-transposed U^T
         # (XLA drops the step's unused s.Delta_out_prev).
-        dgates, dh_prev, dc_prev = s.delta_gates, s.delta_gates @ U_T, s.dc_prev
+        dgates = s.delta_gates.astype(cd)  # the 16-bit operand, under 16-bit compute
+        dh_prev, dc_prev = matmul(dgates, U_T, sd), s.dc_prev
         if masked:
             # A padded step is the identity on the carry and has no gates: pass (dh, dc) through.
             m = m[:, None]
@@ -153,7 +167,7 @@ def reverse_scan(
         return (dh_prev, dc_prev, c_prev), out
 
     xs_in = (gates, c_prevs, g_hs) + ((mask,) if masked else ())
-    (dh0, dc0, _), out = lax.scan(body, (g_hT, g_cT, cT), xs_in, reverse=True)
+    (dh0, dc0, _), out = lax.scan(body, (g_hT.astype(sd), g_cT.astype(sd), cT), xs_in, reverse=True)
     return (dh0, dc0), out
 
 
@@ -162,15 +176,20 @@ def contractions(
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """``dW, dU, db, dxs`` from all steps' ``dgates [T, B, 4H]``, each one contraction over (t, b).
 
+    The operands are in the compute dtype; ``dW``, ``dU``, ``db`` are accumulated and returned in
+    ``state_dtype`` of it (float32 under 16-bit compute), ``dxs`` is returned in ``xs``'s dtype.
+
     Contracted as ``dot_general`` over both axes rather than after a reshape to ``[T * B, ...]``: the
     reshape merges the batch axis into time, so under a data-parallel sharding of B XLA all-gathers
     the activations first (seen in the HLO); on one CPU device the two ran equally fast (measured).
     """
+    acc = state_dtype(dgates.dtype)
     tb = (((0, 1), (0, 1)), ((), ()))  # contract over t and b together
-    dW = lax.dot_general(xs, dgates, tb)  # delta W = sum_t x_t (x) delta gates_t
-    dU = lax.dot_general(h_prevs, dgates, tb)  # delta U = sum_t out_{t-1} (x) delta gates_t
-    db = jnp.sum(dgates, axis=(0, 1))  # delta b = sum_t delta gates_t
-    dxs = dgates @ W.T  # delta x_t = W^T . delta gates_t
+    # delta W = sum_t x_t (x) delta gates_t;   delta U = sum_t out_{t-1} (x) delta gates_t
+    dW = lax.dot_general(xs, dgates, tb, preferred_element_type=acc)
+    dU = lax.dot_general(h_prevs, dgates, tb, preferred_element_type=acc)
+    db = jnp.sum(dgates, axis=(0, 1), dtype=acc)  # delta b = sum_t delta gates_t
+    dxs = matmul(dgates, W.T, acc).astype(xs.dtype)  # delta x_t = W^T . delta gates_t
     return dW, dU, db, dxs
 
 
@@ -189,7 +208,7 @@ def bptt(
     dgates = out[0] if trace else out  # [T, B, 4H]
     h_prevs = jnp.concatenate([res.h0[None], res.hs[:-1]], axis=0)  # out_{t-1}, [T, B, H]
     dW, dU, db, dxs = contractions(res.W, res.xs, h_prevs, dgates)
-    grads = Grads(dW, dU, db, dxs, dh0, dc0)
+    grads = Grads(dW, dU, db, dxs, dh0.astype(res.h0.dtype), dc0)
     if not trace:
         return grads, None
     _, delta_out, delta_state, Delta_out_prev = out

@@ -9,6 +9,24 @@ from jax import lax
 from jlstm.params import LSTMParams, LSTMState
 
 
+def state_dtype(compute: jnp.dtype) -> jnp.dtype:
+    """The dtype of the cell state, the gate math and every accumulation for a given compute dtype.
+
+    float32 when ``compute`` is narrower than 32 bits (bfloat16, float16): a 16-bit cell state would
+    lose the small increments ``a_t * i_t`` it sums over many steps (bfloat16 keeps 8 significant bits)
+    and float16 overflows at 65504. Otherwise ``compute`` itself (float32, float64).
+    """
+    compute = jnp.dtype(compute)
+    return jnp.dtype(jnp.float32) if compute.itemsize < 4 else compute
+
+
+def matmul(a: jax.Array, b: jax.Array, acc: jnp.dtype) -> jax.Array:
+    """``a @ b`` on operands as given (16-bit under low-precision compute), accumulated and returned in
+    ``acc``: the products then cost 16-bit operand traffic but no 16-bit rounding of the sums. For
+    float32 and float64 operands with ``acc`` their own dtype this is the plain ``a @ b``."""
+    return jnp.matmul(a, b, preferred_element_type=acc)
+
+
 def activate(z: jax.Array) -> jax.Array:
     """Pre-activations ``[..., 4H]`` -> gates ``[..., 4H]``: tanh on the ``a`` block, sigmoid on i, f, o.
 
@@ -45,11 +63,19 @@ def cell(params: LSTMParams, carry: LSTMState | tuple, x: jax.Array) -> tuple[LS
     Returns:
       ``(LSTMState(h, c), h)``, scan-shaped: ``lax.scan(partial(cell, params), carry, xs)`` runs a
       sequence ``xs [T, ..., D]``.
+
+    Dtypes: as in ``jlstm.lstm``. The compute dtype is ``result_type(x, h, *params)``; when it is a 16-bit
+    float the products take 16-bit operands and accumulate in float32, the gates and ``c`` are float32
+    (``c`` is returned in float32) and ``h`` is returned in the compute dtype.
     """
     from jlstm._checks import check_cell_args
 
     h_prev, c_prev = check_cell_args(params, carry, x)
-    z = x @ params.W + h_prev @ params.U
-    z = z + params.b.reshape((1,) * (z.ndim - 1) + (-1,))  # explicit: rank promotion may be off
-    h, c = step(activate(z), c_prev)
+    cd = jnp.result_type(x, h_prev, *params)
+    sd = state_dtype(cd)
+    W, U = params.W.astype(cd), params.U.astype(cd)
+    z = matmul(x.astype(cd), W, sd) + matmul(h_prev.astype(cd), U, sd)
+    z = z + params.b.astype(sd).reshape((1,) * (z.ndim - 1) + (-1,))  # explicit: rank promotion may be off
+    h, c = step(activate(z), c_prev.astype(sd))
+    h = h.astype(cd)
     return LSTMState(h, c), h

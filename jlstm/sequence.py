@@ -11,23 +11,31 @@ from jax import lax
 
 from jlstm import _checks
 from jlstm.backward import Residuals, Trace, bptt, contractions, reverse_scan
-from jlstm.cell import activate, step
+from jlstm.cell import activate, matmul, state_dtype, step
 from jlstm.params import LSTMParams, LSTMState
 
 
 def _scan_forward(W, U, b, xs, h0, c0, mask):
     """Time-major forward. xs ``[T, B, D]``, h0/c0 ``[B, H]``, mask ``[T, B]`` or None.
 
-    Returns ``hs [T, B, H]``, ``hT``, ``cT`` and the residuals the backward needs: the gates
-    ``[T, B, 4H]`` and the state entering each step ``[T, B, H]``.
+    ``xs`` and ``h0`` are in the compute dtype, ``c0`` in its state dtype (``cell.state_dtype``); the
+    parameters in any dtype (cast here: W, U to the compute dtype, b to the state dtype).
+
+    Returns ``hs [T, B, H]``, ``hT`` (compute dtype), ``cT`` and the residuals the backward needs: the
+    gates ``[T, B, 4H]`` and the state entering each step ``[T, B, H]`` (state dtype).
     """
-    zx = xs @ W + b[None, None]  # the input projection of every step, one contraction: [T, B, 4H]
+    cd = xs.dtype
+    sd = state_dtype(cd)
+    W, U = W.astype(cd), U.astype(cd)
+    # The input projection of every step, one contraction: [T, B, 4H], accumulated in the state dtype.
+    zx = matmul(xs, W, sd) + b.astype(sd)[None, None]
 
     def body(carry, inp):
         h, c = carry
         zx_t, m = inp if mask is not None else (inp, None)
-        gates = activate(zx_t + h @ U)  # only h @ U stays inside the loop
+        gates = activate(zx_t + matmul(h, U, sd))  # only h @ U stays inside the loop
         h_new, c_new = step(gates, c)
+        h_new = h_new.astype(cd)  # h is an operand of the next h @ U: compute dtype; c stays in sd
         if m is not None:
             m = m[:, None]
             h_new = jnp.where(m, h_new, h)  # padded steps leave the carry unchanged
@@ -44,24 +52,31 @@ def _autodiff(W, U, b, xs, h0, c0, mask):
     return hs, hT, cT
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
-def _manual(W, U, b, xs, h0, c0, mask, remat):
+# The parameters enter in their own dtypes (cast inside, to the compute dtype), so that dW, dU, db leave
+# the hand-written pass accumulated in the state dtype and rounded once, to each parameter's dtype:
+# float32 parameters computed in bfloat16 get float32 gradients. ``param_dtypes`` is static: the bwd
+# must return cotangents of exactly the primal dtypes, which its residuals do not record.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
+def _manual(W, U, b, xs, h0, c0, mask, remat, param_dtypes):
     return _autodiff(W, U, b, xs, h0, c0, mask)
 
 
-def _manual_fwd(W, U, b, xs, h0, c0, mask, remat):
+def _manual_fwd(W, U, b, xs, h0, c0, mask, remat, param_dtypes):
+    W, U = W.astype(xs.dtype), U.astype(xs.dtype)  # saved once in the compute dtype
     if remat is not None:
         return _remat_fwd(W, U, b, xs, h0, c0, mask, remat)
     hs, hT, cT, gates, c_prevs = _scan_forward(W, U, b, xs, h0, c0, mask)
     return (hs, hT, cT), Residuals(W, U, xs, h0, hs, gates, c_prevs, cT, mask)
 
 
-def _manual_bwd(remat, res, cts):
+def _manual_bwd(remat, param_dtypes, res, cts):
     g_hs, g_hT, g_cT = cts
     if remat is not None:
-        return _remat_bwd(remat, res, g_hs, g_hT, g_cT)
-    g, _ = bptt(res, g_hs, g_hT, g_cT)
-    return g.W, g.U, g.b, g.xs, g.h0, g.c0, None
+        dW, dU, db, dxs, dh0, dc0 = _remat_bwd(remat, res, g_hs, g_hT, g_cT)
+    else:
+        dW, dU, db, dxs, dh0, dc0 = bptt(res, g_hs, g_hT, g_cT)[0]
+    dW, dU, db = (g.astype(dt) for g, dt in zip((dW, dU, db), param_dtypes))
+    return dW, dU, db, dxs, dh0, dc0, None
 
 
 _manual.defvjp(_manual_fwd, _manual_bwd)
@@ -102,8 +117,11 @@ def _remat_fwd(W, U, b, xs, h0, c0, mask, k):
 
 
 def _remat_bwd(k, res, g_hs, g_hT, g_cT):
+    """Returns ``dW, dU, db`` in the state dtype (accumulated over chunks there), the rest in the
+    primals' dtypes."""
     W, U, b, xs_p, mask_p, h_starts, c_starts, T = res
     T_pad = xs_p.shape[0]
+    sd = c_starts.dtype
     g_hs_p = _pad_time(g_hs, T_pad)
 
     def chunk(carry, inp):
@@ -121,10 +139,12 @@ def _remat_bwd(k, res, g_hs, g_hT, g_cT):
     inp = (_chunked(xs_p, k), _chunked(g_hs_p, k), h_starts, c_starts)
     if mask_p is not None:
         inp = inp + (_chunked(mask_p, k),)
-    zero = (jnp.zeros_like(W), jnp.zeros_like(U), jnp.zeros_like(b))
-    (dh0, dc0, dW, dU, db), dxs = lax.scan(chunk, (g_hT, g_cT) + zero, inp, reverse=True)
+    zero = tuple(jnp.zeros(a.shape, sd) for a in (W, U, b))
+    # dh stays in the state dtype across chunks: no rounding at chunk boundaries.
+    carry0 = (g_hT.astype(sd), g_cT.astype(sd)) + zero
+    (dh0, dc0, dW, dU, db), dxs = lax.scan(chunk, carry0, inp, reverse=True)
     dxs = dxs.reshape((-1,) + dxs.shape[2:])[:T]
-    return dW, dU, db, dxs, dh0, dc0, None
+    return dW, dU, db, dxs, dh0.astype(h_starts.dtype), dc0
 
 
 def _reverse_time(xs: jax.Array, lengths: jax.Array | None) -> jax.Array:
@@ -138,10 +158,34 @@ def _reverse_time(xs: jax.Array, lengths: jax.Array | None) -> jax.Array:
     return jnp.take_along_axis(xs, idx, axis=1)
 
 
-class _Prepared:
-    """Inputs flattened to one batch axis, in the compute dtype."""
+def _check_compute_dtype(compute_dtype, where: str):
+    """None, or a real floating dtype that JAX can run in (float64 only with jax_enable_x64)."""
+    if compute_dtype is None:
+        return None
+    try:
+        dt = jnp.dtype(compute_dtype)
+    except TypeError:
+        dt = None
+    if dt is None or not jnp.issubdtype(dt, jnp.floating):
+        got = dt.name if dt is not None else repr(compute_dtype)
+        raise TypeError(
+            f"{where}: compute_dtype must be None or a real floating dtype (jnp.bfloat16, jnp.float16, "
+            f"jnp.float32, jnp.float64); got {got}."
+        )
+    if jax.dtypes.canonicalize_dtype(dt) != dt:
+        raise ValueError(
+            f"{where}: compute_dtype={dt.name} needs jax_enable_x64 (otherwise JAX computes in "
+            f"{jax.dtypes.canonicalize_dtype(dt).name}); turn it on with "
+            "jax.config.update('jax_enable_x64', True) or pass compute_dtype=None."
+        )
+    return dt
 
-    def __init__(self, params, xs, carry, lengths, where):
+
+class _Prepared:
+    """Inputs flattened to one batch axis: xs and h0 in the compute dtype, c0 in its state dtype; the
+    parameters checked but left in their own dtypes (the computation casts them)."""
+
+    def __init__(self, params, xs, carry, lengths, where, compute_dtype=None):
         params = _checks.check_params(params, where)
         D, H = params.input_size, params.hidden_size
         xs = _checks.check_xs(xs, D, where)
@@ -149,16 +193,18 @@ class _Prepared:
         self.T = xs.shape[-2]
         self.H = H
         B = math.prod(self.batch_shape)
-        dtype = jnp.result_type(xs, *params)
+        dtype = jnp.result_type(xs, *params) if compute_dtype is None else compute_dtype
+        sd = state_dtype(dtype)
         if carry is None:
-            h0 = c0 = jnp.zeros((B, H), dtype)
+            h0, c0 = jnp.zeros((B, H), dtype), jnp.zeros((B, H), sd)
         else:
             h0, c0 = _checks.check_carry(carry, self.batch_shape, H, where)
             shape = self.batch_shape + (H,)
-            h0, c0 = (jnp.broadcast_to(v.astype(dtype), shape).reshape(B, H) for v in (h0, c0))
+            h0, c0 = (jnp.broadcast_to(v.astype(t), shape).reshape(B, H) for v, t in ((h0, dtype), (c0, sd)))
         if lengths is not None:
             lengths = _checks.check_lengths(lengths, self.batch_shape, self.T, where).reshape(B)
-        self.params = LSTMParams(*(p.astype(dtype) for p in params))
+        self.params = params
+        self.param_dtypes = tuple(jnp.dtype(p.dtype) for p in params)
         self.xs = xs.astype(dtype).reshape(B, self.T, D)
         self.h0, self.c0, self.lengths, self.B = h0, c0, lengths, B
 
@@ -177,6 +223,7 @@ def lstm(
     reverse: bool = False,
     backward: str = "manual",
     remat: int | None = None,
+    compute_dtype: jnp.dtype | None = None,
 ) -> tuple[jax.Array, LSTMState]:
     """Run an LSTM layer over a sequence.
 
@@ -202,9 +249,19 @@ def lstm(
         chunk of k steps in the backward, so saved memory grows like ``T / k + k`` instead of ``T``, for
         about one extra forward pass of time; ``k ~ sqrt(T)`` minimises memory. Manual backward only.
 
-    Dtypes: the computation runs in ``result_type(xs, *params)`` (float32 by default; float64 with
-    ``jax_enable_x64``; bfloat16 if both are bfloat16, every part including the cell state: a float32
-    cell state under bfloat16 compute is not implemented yet, see docs/performance.md).
+      compute_dtype: ``None`` (default) computes in ``result_type(xs, *params)``; a floating dtype
+        overrides it, e.g. ``jnp.bfloat16`` to run float32 parameters with bfloat16 products (the
+        gradients still come back in float32, accumulated in float32).
+
+    Dtypes (the precision policy; docs/performance.md, "Low precision"): the compute dtype is
+    ``compute_dtype`` or ``result_type(xs, *params)``: float32 by default, float64 with
+    ``jax_enable_x64``, float32 for bfloat16 ``xs`` with float32 params (promotion), bfloat16 or
+    float16 when ``xs`` and params are. float32 and float64 compute everything in that dtype. Under a
+    16-bit compute dtype the products ``xs @ W``, ``h @ U``, ``dgates @ U^T`` and the ``dW, dU, dxs``
+    contractions take 16-bit operands and accumulate in float32; the gates, the cell state ``c`` and
+    every backward carry are float32; ``hs`` and ``h`` are returned in the compute dtype and ``c`` in
+    float32 (pass it back as the next carry unchanged); ``dW, dU, db`` are accumulated in float32 and
+    returned in each parameter's own dtype.
 
     Returns:
       ``(hs, LSTMState(h, c))``: ``hs [..., T, H]`` and the final carry, each ``[..., H]``.
@@ -225,7 +282,8 @@ def lstm(
         )
     if remat is not None and backward != "manual":
         raise ValueError(f"{where}: remat applies to backward='manual' only; got backward={backward!r}.")
-    p = _Prepared(params, xs, carry, lengths, where)
+    compute_dtype = _check_compute_dtype(compute_dtype, where)
+    p = _Prepared(params, xs, carry, lengths, where, compute_dtype)
     if p.T == 0:
         return p.unflatten(jnp.zeros((p.B, 0, p.H), p.xs.dtype), p.h0, p.c0)
     xs, lengths = p.xs, p.lengths
@@ -237,7 +295,7 @@ def lstm(
         xs = jnp.where(mask.T[:, :, None], xs, 0)  # padding never reaches dW, even if it holds NaN
     xs_tm = jnp.swapaxes(xs, 0, 1)
     if backward == "manual":
-        hs, hT, cT = _manual(*p.params, xs_tm, p.h0, p.c0, mask, remat)
+        hs, hT, cT = _manual(*p.params, xs_tm, p.h0, p.c0, mask, remat, p.param_dtypes)
     else:
         hs, hT, cT = _autodiff(*p.params, xs_tm, p.h0, p.c0, mask)
     hs = jnp.swapaxes(hs, 0, 1)  # [B, T, H]
@@ -274,12 +332,13 @@ def lstm_trace(
     g_hs = _checks._floating("g_hs", g_hs, where)
     if g_hs.shape != p.batch_shape + (p.T, p.H):
         raise ValueError(f"{where}: g_hs must be {p.batch_shape + (p.T, p.H)} like hs; got {g_hs.shape}.")
+    sd = state_dtype(dtype)
     if g_final is None:
-        g_hT = g_cT = jnp.zeros((p.B, p.H), dtype)
+        g_hT, g_cT = jnp.zeros((p.B, p.H), dtype), jnp.zeros((p.B, p.H), sd)
     else:
         g_hT, g_cT = (
-            jnp.broadcast_to(v.astype(dtype), p.batch_shape + (p.H,)).reshape(p.B, p.H)
-            for v in _checks.check_carry(g_final, p.batch_shape, p.H, where)
+            jnp.broadcast_to(v.astype(t), p.batch_shape + (p.H,)).reshape(p.B, p.H)
+            for v, t in zip(_checks.check_carry(g_final, p.batch_shape, p.H, where), (dtype, sd))
         )
     mask = None
     xs = p.xs
@@ -287,8 +346,9 @@ def lstm_trace(
         mask = jnp.arange(p.T)[:, None] < p.lengths[None, :]
         xs = jnp.where(mask.T[:, :, None], xs, 0)
     xs_tm = jnp.swapaxes(xs, 0, 1)
-    hs, _, cT, gates, c_prevs = _scan_forward(*p.params, xs_tm, p.h0, p.c0, mask)
-    res = Residuals(p.params.W, p.params.U, xs_tm, p.h0, hs, gates, c_prevs, cT, mask)
+    W, U = p.params.W.astype(dtype), p.params.U.astype(dtype)
+    hs, _, cT, gates, c_prevs = _scan_forward(W, U, p.params.b, xs_tm, p.h0, p.c0, mask)
+    res = Residuals(W, U, xs_tm, p.h0, hs, gates, c_prevs, cT, mask)
     g_tm = jnp.swapaxes(g_hs.astype(dtype).reshape(p.B, p.T, p.H), 0, 1)
     grads, tr = bptt(res, g_tm, g_hT, g_cT, trace=True)
 
@@ -297,7 +357,7 @@ def lstm_trace(
 
     carry_shape = p.batch_shape + (p.H,)
     return (
-        LSTMParams(grads.W, grads.U, grads.b),
+        LSTMParams(*(g.astype(dt) for g, dt in zip((grads.W, grads.U, grads.b), p.param_dtypes))),
         batch_major(grads.xs),
         LSTMState(grads.h0.reshape(carry_shape), grads.c0.reshape(carry_shape)),
         Trace(*(batch_major(a) for a in tr)),

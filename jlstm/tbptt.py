@@ -68,12 +68,26 @@ def tbptt_value_and_grad(
 
     chunks = jax.tree.map(split, seqs)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    # The scan's carry must keep one structure and dtype: take those of loss_fn's final carry (e.g. a
+    # float32 cell state under bfloat16 compute) and cast the initial carry to them.
+    first = jax.tree.map(lambda a: a[0], chunks)
+    out = jax.eval_shape(lambda c: loss_fn(params, first, c)[1], carry)
+    if jax.tree.structure(out) != jax.tree.structure(carry):
+        raise ValueError(
+            "tbptt_value_and_grad: loss_fn must return a final carry shaped like the carry it takes; "
+            f"got {jax.tree.structure(out)} for {jax.tree.structure(carry)}."
+        )
+    carry = jax.tree.map(lambda c, o: jnp.asarray(c).astype(o.dtype), carry, out)
+    # Gradients summed over chunks in at least float32, rounded once to each parameter's dtype.
+    acc_dtype = lambda p: jnp.promote_types(p.dtype, jnp.float32)  # noqa: E731
 
     def body(acc, chunk_seqs):
         grads, carry = acc
         (loss, carry), g = grad_fn(params, chunk_seqs, lax.stop_gradient(carry))
-        return (jax.tree.map(jnp.add, grads, g), carry), loss
+        grads = jax.tree.map(lambda a, b: a + b.astype(a.dtype), grads, g)
+        return (grads, carry), loss.astype(jnp.promote_types(loss.dtype, jnp.float32))
 
-    zeros = jax.tree.map(jnp.zeros_like, params)
+    zeros = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), acc_dtype(p)), params)
     (grads, carry), losses = lax.scan(body, (zeros, carry), chunks)
+    grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
     return jnp.sum(losses), grads, carry
