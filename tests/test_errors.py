@@ -207,3 +207,54 @@ def test_converters_name_the_library_they_expected():
     for call, exc, msg in cases:
         with pytest.raises(exc, match=msg):
             call()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    batch=st.lists(st.integers(1, 3), min_size=0, max_size=2).map(tuple),
+    x_last=st.sampled_from([3, 3, 1]),  # D = 3 is right; weighted so that valid calls happen
+    h_batch=st.sampled_from(["same", "same", "scalar", "other"]),
+    h_last=st.sampled_from([2, 2, 5]),  # H = 2 is right
+    dtype=st.sampled_from(["float32", "float64", "float64", "int32", "bfloat16"]),
+)
+def test_property_cell_right_answer_or_clean_error(batch, x_last, h_batch, h_last, dtype):
+    D, H = 3, 2
+    params = jlstm.init(jax.random.key(0), D, H, dtype=jnp.float64)
+    hb = {"same": batch, "scalar": (), "other": batch + (4,)}[h_batch]
+    x, h = jnp.ones(batch + (x_last,), dtype), jnp.full(hb + (h_last,), 0.1)
+    try:
+        (h1, c1), out = jlstm.cell(params, (h, h), x)
+    except (ValueError, TypeError) as e:
+        assert str(e).startswith("jlstm.cell: ")
+        return
+    assert x_last == D and h_last == H and dtype != "int32" and h_batch != "other"
+    assert h1.shape == c1.shape == batch + (H,)
+    if dtype == "float64":
+        hs, (h2, c2) = jlstm.lstm(params, x[..., None, :], (h, h))
+        np.testing.assert_allclose(h1, h2, rtol=1e-13)
+        np.testing.assert_allclose(c1, c2, rtol=1e-13)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    first=st.sampled_from(["right", "right", "wrong"]),
+    above=st.lists(st.sampled_from(["right", "right", "right", "wrong"]), min_size=0, max_size=2),
+    bidirectional=st.booleans(),
+    pairs=st.booleans(),
+)
+def test_property_stacked_right_answer_or_clean_error(first, above, bidirectional, pairs):
+    # Layer input sizes right or wrong for what feeds them: a result only when all are right.
+    key = jax.random.key(0)
+    D, H = 3, 2
+    width = H * (2 if bidirectional else 1)
+    sizes = [D if first == "right" else D + 1] + [width if a == "right" else width + 1 for a in above]
+    make = lambda d: jlstm.init(key, d, H, dtype=jnp.float64)  # noqa: E731
+    layers = [(make(d), make(d)) if pairs else make(d) for d in sizes]
+    xs = jnp.ones((2, 3, D))
+    try:
+        hs, carries = jlstm.stacked_lstm(layers, xs, bidirectional=bidirectional)
+    except (ValueError, TypeError) as e:
+        assert str(e).startswith("jlstm.stacked_lstm: ")
+        return
+    assert pairs == bidirectional and first == "right" and all(a == "right" for a in above)
+    assert hs.shape == (2, 3, width) and len(carries) == len(sizes)
