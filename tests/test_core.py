@@ -145,15 +145,6 @@ def test_vmap_equals_native_batch(key):
     assert rel_err(summed, batch) < 1e-11
 
 
-def _primitive_names(jaxpr) -> set[str]:
-    names = set()
-    for eqn in jaxpr.eqns:
-        names.add(eqn.primitive.name)
-        for sub in jax.core.subjaxprs(eqn) if hasattr(jax.core, "subjaxprs") else ():
-            names |= _primitive_names(sub)
-    return names
-
-
 def test_manual_is_a_custom_vjp_and_autodiff_is_not(key):
     params, xs, c0 = problem(key, (2,))
     manual = str(jax.make_jaxpr(lambda p: full_loss(p, xs, c0, "manual"))(params))
