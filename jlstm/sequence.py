@@ -181,6 +181,16 @@ def _check_compute_dtype(compute_dtype, where: str):
     return dt
 
 
+def _time_major(xs: jax.Array, lengths: jax.Array | None) -> tuple[jax.Array | None, jax.Array]:
+    """``xs [B, T, D]`` -> ``(mask [T, B] or None, xs [T, B, D])`` with the padding zeroed, so that it
+    never reaches dW, even if it holds NaN."""
+    mask = None
+    if lengths is not None:
+        mask = jnp.arange(xs.shape[1])[:, None] < lengths[None, :]
+        xs = jnp.where(mask.T[:, :, None], xs, 0)
+    return mask, jnp.swapaxes(xs, 0, 1)
+
+
 class _Prepared:
     """Inputs flattened to one batch axis: xs and h0 in the compute dtype, c0 in its state dtype; the
     parameters checked but left in their own dtypes (the computation casts them)."""
@@ -287,13 +297,9 @@ def lstm(
     if p.T == 0:
         return p.unflatten(jnp.zeros((p.B, 0, p.H), p.xs.dtype), p.h0, p.c0)
     xs, lengths = p.xs, p.lengths
-    mask = None
     if reverse:
         xs = _reverse_time(xs, lengths)
-    if lengths is not None:
-        mask = jnp.arange(p.T)[:, None] < lengths[None, :]  # [T, B]
-        xs = jnp.where(mask.T[:, :, None], xs, 0)  # padding never reaches dW, even if it holds NaN
-    xs_tm = jnp.swapaxes(xs, 0, 1)
+    mask, xs_tm = _time_major(xs, lengths)
     if backward == "manual":
         hs, hT, cT = _manual(*p.params, xs_tm, p.h0, p.c0, mask, remat, p.param_dtypes)
     else:
@@ -340,12 +346,7 @@ def lstm_trace(
             jnp.broadcast_to(v.astype(t), p.batch_shape + (p.H,)).reshape(p.B, p.H)
             for v, t in zip(_checks.check_carry(g_final, p.batch_shape, p.H, where), (dtype, sd))
         )
-    mask = None
-    xs = p.xs
-    if p.lengths is not None:
-        mask = jnp.arange(p.T)[:, None] < p.lengths[None, :]
-        xs = jnp.where(mask.T[:, :, None], xs, 0)
-    xs_tm = jnp.swapaxes(xs, 0, 1)
+    mask, xs_tm = _time_major(p.xs, p.lengths)
     W, U = p.params.W.astype(dtype), p.params.U.astype(dtype)
     hs, _, cT, gates, c_prevs = _scan_forward(W, U, p.params.b, xs_tm, p.h0, p.c0, mask)
     res = Residuals(W, U, xs_tm, p.h0, hs, gates, c_prevs, cT, mask)
