@@ -6,7 +6,7 @@
 import argparse
 import logging
 
-from jlstm import bench
+from jlstm.app import bench
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import statistics
 import time
 from pathlib import Path
 
-from jlstm import bench
+from jlstm.app import bench
 
 #: name -> (dtype of xs and params, compute_dtype keyword, backward)
 LOWP_VARIANTS = {

@@ -5,7 +5,7 @@ Run:  python experiments/demo.py   (= `jlstm demo`)
 
 import sys
 
-from jlstm.cli import app
+from jlstm.app.cli import app
 
 if __name__ == "__main__":
     sys.exit(app(["demo", *sys.argv[1:]]))

@@ -9,7 +9,7 @@ Run:  python experiments/gradient_flow.py [--steps 1500] [--out runs/gradflow]  
 
 import sys
 
-from jlstm.cli import app
+from jlstm.app.cli import app
 
 if __name__ == "__main__":
     sys.exit(app(["gradflow", *sys.argv[1:]]))

@@ -17,7 +17,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from jlstm import parity  # noqa: E402
+from jlstm.app import parity  # noqa: E402
 
 
 def main(libraries: list[str] | None = None) -> str:

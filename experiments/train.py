@@ -6,7 +6,7 @@ Run:  python experiments/train.py digits [--steps N] [--seed S] [--optimizer ada
 
 import sys
 
-from jlstm.cli import app
+from jlstm.app.cli import app
 
 if __name__ == "__main__":
     sys.exit(app(["train", *sys.argv[1:]]))

@@ -7,7 +7,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from jlstm import example  # noqa: E402
+from jlstm.app import example  # noqa: E402
 
 if __name__ == "__main__":
     print(example.report())

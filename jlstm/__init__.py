@@ -1,10 +1,10 @@
 """jlstm: a functional LSTM for JAX with a hand-written backward pass through time."""
 
 from jlstm import interop
-from jlstm.cell import cell
+from jlstm.core.cell import cell
+from jlstm.core.params import GATE_ORDER, LSTMParams, LSTMState, init
+from jlstm.core.sequence import lstm, lstm_trace
 from jlstm.losses import l2_loss, softmax_cross_entropy
-from jlstm.params import GATE_ORDER, LSTMParams, LSTMState, init
-from jlstm.sequence import lstm, lstm_trace
 from jlstm.stacked import init_stacked, stacked_lstm
 from jlstm.tbptt import tbptt_value_and_grad
 from jlstm.train import make_train_step

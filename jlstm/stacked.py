@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from jlstm import _checks
-from jlstm.params import LSTMParams, init
-from jlstm.sequence import lstm
+from jlstm.core import checks as _checks
+from jlstm.core.params import LSTMParams, init
+from jlstm.core.sequence import lstm
 
 
 def init_stacked(

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jlstm import bench
+from jlstm.app import bench
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from jlstm import cli, tasks
+from jlstm.app import cli, tasks
 
 runner = CliRunner()
 
@@ -70,7 +70,7 @@ def test_gradcheck_prints_a_passing_table():
 
 
 def test_gradcheck_detects_a_wrong_gradient():
-    from jlstm import demo
+    from jlstm.app import demo
 
     rows = demo.gradcheck()
     assert demo.gradcheck_passed(rows)
@@ -92,7 +92,7 @@ def test_demo_smoke(tmp_path):
 
 
 def test_ctrl_c_exits_130_with_the_command_to_resume(tmp_path, monkeypatch):
-    from jlstm import runner as runner_lib
+    from jlstm.app import runner as runner_lib
 
     def interrupted(config):
         raise runner_lib.Interrupted(12, tmp_path)

@@ -105,7 +105,7 @@ def test_check_grads_reverse_mode(key):
 
 def test_check_grads_catches_a_wrong_backward(key, monkeypatch):
     # The finite-difference check is sharp enough to see a small error in one equation.
-    from jlstm import backward
+    from jlstm.core import backward
 
     orig = backward.backward_step
 

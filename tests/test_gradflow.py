@@ -10,8 +10,8 @@ from helpers import problem, rel_err
 from jax import lax
 
 import jlstm
-from jlstm import gradflow
-from jlstm.cell import activate, step
+from jlstm.app import gradflow
+from jlstm.core.cell import activate, step
 
 
 def _perturbed_loss(params, xs, carry, e_h, e_c, e_z, loss_fn):

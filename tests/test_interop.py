@@ -594,7 +594,7 @@ def test_seo_forward_final_state_gradients_and_round_trip():
 
 
 def test_parity_rows_and_table():
-    from jlstm import parity
+    from jlstm.app import parity
 
     rows = parity.parity_rows(["equinox"])
     assert [r.library.split()[0] for r in rows] == ["equinox"]

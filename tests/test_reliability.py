@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from jlstm import cli, runner
+from jlstm.app import cli, runner
 
 
 def _cfg(tmp_path, **kw):

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from jlstm import runner, tasks
+from jlstm.app import runner, tasks
 
 SMALL = {
     "digits": dict(hidden_size=4, batch_size=8),
@@ -107,7 +107,7 @@ def test_resume_refuses_another_configuration(tmp_path):
 
 
 def _cli(*args):
-    return [sys.executable, "-m", "jlstm.cli", "train", "digits", "--no-progress", *args]
+    return [sys.executable, "-m", "jlstm.app.cli", "train", "digits", "--no-progress", *args]
 
 
 def test_resume_after_sigkill_gives_the_same_digest(tmp_path):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jlstm import example, tasks
+from jlstm.app import example, tasks
 
 TINY = dict(batch_size=4, hidden_size=3)
 

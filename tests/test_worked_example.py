@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import jlstm
-from jlstm import example
+from jlstm.app import example
 
 ROWS = example.rows()
 

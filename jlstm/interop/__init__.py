@@ -32,8 +32,8 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from jlstm import _checks
-from jlstm.params import LSTMParams, LSTMState
+from jlstm.core import checks as _checks
+from jlstm.core.params import LSTMParams, LSTMState
 
 #: jlstm's gate blocks; the other orders below use the same letters (``a`` = the tanh gate).
 JLSTM_GATES = ("a", "i", "f", "o")

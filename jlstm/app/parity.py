@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jlstm import interop
-from jlstm.params import LSTMState
-from jlstm.sequence import lstm
+from jlstm.core.params import LSTMState
+from jlstm.core.sequence import lstm
 from jlstm.stacked import stacked_lstm
 
 log = logging.getLogger(__name__)

@@ -49,7 +49,7 @@ def example() -> None:
     import jax
 
     jax.config.update("jax_enable_x64", True)  # so the table shows the equations, not float32 rounding
-    from jlstm import example as ex
+    from jlstm.app import example as ex
 
     typer.echo(ex.report())
 
@@ -66,7 +66,7 @@ def gradcheck(
 
     Exits with 1 if manual and autodiff differ by more than 1e-10 or finite differences by 1e-6.
     """
-    from jlstm import demo
+    from jlstm.app import demo
 
     rows = demo.gradcheck(seed, batch, steps, input_size, hidden_size)
     typer.echo(demo.gradcheck_table(rows))
@@ -115,7 +115,7 @@ def train(
     import shlex
     import sys
 
-    from jlstm import runner
+    from jlstm.app import runner
 
     opts = {k: (v.value if isinstance(v, Enum) else v) for k, v in ctx.params.items()}
     try:
@@ -157,7 +157,7 @@ def gradflow(
     Measured at initialisation and after training on `adding`; writes gradflow.csv, gradflow.png and
     summary.json into --out.
     """
-    from jlstm import gradflow as gf
+    from jlstm.app import gradflow as gf
 
     _logging()
     result = gf.run(gf.StudyConfig(steps=steps, seq_len=seq_len, hidden_size=hidden_size, seed=seed, out=out))
@@ -171,7 +171,7 @@ def demo(
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
 ) -> None:
     """The tour: the worked example, a gradient check, a short digits run, and a report in --out."""
-    from jlstm import demo as demo_lib
+    from jlstm.app import demo as demo_lib
 
     _logging()
     path = demo_lib.run(out, digits_steps=steps, progress=progress)
@@ -194,7 +194,7 @@ def parity(
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from jlstm import parity as par
+    from jlstm.app import parity as par
 
     try:
         rows = par.parity_rows(libraries or None, seed=seed)
@@ -216,7 +216,7 @@ def bench(
     """Time the training step of every LSTM implementation round-robin, gradients checked equal first."""
     from pathlib import Path
 
-    from jlstm import bench as b
+    from jlstm.app import bench as b
 
     unknown = [i for i in impls.split(",") if i not in b.ALL_IMPLS]
     if unknown:

@@ -17,8 +17,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from jlstm.params import LSTMParams, LSTMState, init
-from jlstm.sequence import lstm
+from jlstm.core.params import LSTMParams, LSTMState, init
+from jlstm.core.sequence import lstm
 
 log = logging.getLogger("jlstm.demo")
 
@@ -123,8 +123,8 @@ def run(out: str | Path = "runs/demo", *, digits_steps: int = 1500, gomez_steps:
       progress: show the progress bars.
       show: where the tables go (stdout by default; they are too wide for log lines).
     """
-    from jlstm import example
-    from jlstm.runner import Config, train
+    from jlstm.app import example
+    from jlstm.app.runner import Config, train
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

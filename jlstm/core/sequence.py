@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jlstm import _checks
-from jlstm.backward import Residuals, Trace, bptt, contractions, reverse_scan
-from jlstm.cell import activate, matmul, state_dtype, step
-from jlstm.params import LSTMParams, LSTMState
+from jlstm.core import checks as _checks
+from jlstm.core.backward import Residuals, Trace, bptt, contractions, reverse_scan
+from jlstm.core.cell import activate, matmul, state_dtype, step
+from jlstm.core.params import LSTMParams, LSTMState
 
 
 def _scan_forward(W, U, b, xs, h0, c0, mask):

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jlstm.params import LSTMParams
+from jlstm.core.params import LSTMParams
 
 BACKWARD_MODES = ("manual", "autodiff")
 

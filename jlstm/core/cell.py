@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jlstm.params import LSTMParams, LSTMState
+from jlstm.core.params import LSTMParams, LSTMState
 
 
 def state_dtype(compute: jnp.dtype) -> jnp.dtype:
@@ -68,7 +68,7 @@ def cell(params: LSTMParams, carry: LSTMState | tuple, x: jax.Array) -> tuple[LS
     float the products take 16-bit operands and accumulate in float32, the gates and ``c`` are float32
     (``c`` is returned in float32) and ``h`` is returned in the compute dtype.
     """
-    from jlstm._checks import check_cell_args
+    from jlstm.core.checks import check_cell_args
 
     h_prev, c_prev = check_cell_args(params, carry, x)
     cd = jnp.result_type(x, h_prev, *params)

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jlstm.cell import matmul, state_dtype
+from jlstm.core.cell import matmul, state_dtype
 
 
 class StepGrads(NamedTuple):

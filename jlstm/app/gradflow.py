@@ -28,10 +28,10 @@ import numpy as np
 import optax
 from jax import lax
 
-from jlstm.backward import Trace
-from jlstm.params import LSTMParams, LSTMState, init
-from jlstm.sequence import lstm, lstm_trace
-from jlstm.tasks import adding_batch, dense
+from jlstm.app.tasks import adding_batch, dense
+from jlstm.core.backward import Trace
+from jlstm.core.params import LSTMParams, LSTMState, init
+from jlstm.core.sequence import lstm, lstm_trace
 from jlstm.train import make_train_step
 
 log = logging.getLogger("jlstm.gradflow")

@@ -16,11 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jlstm.backward import backward_step
-from jlstm.cell import activate, step
+from jlstm.core.backward import backward_step
+from jlstm.core.cell import activate, step
+from jlstm.core.params import LSTMParams
+from jlstm.core.sequence import lstm, lstm_trace
 from jlstm.losses import l2_loss
-from jlstm.params import LSTMParams
-from jlstm.sequence import lstm, lstm_trace
 
 W = [[0.45, 0.95, 0.70, 0.60], [0.25, 0.80, 0.45, 0.40]]  # [D, 4H], columns a, i, f, o
 U = [[0.15, 0.80, 0.10, 0.25]]

@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jlstm.core.params import LSTMParams, init
+from jlstm.core.sequence import lstm
 from jlstm.losses import l2_loss, softmax_cross_entropy
-from jlstm.params import LSTMParams, init
-from jlstm.sequence import lstm
 
 F32 = jnp.float32
 
@@ -296,7 +296,7 @@ def _charlm(seed: int, batch_size: int, hidden_size: int, seq_len: int) -> Probl
 
     def sample(params, key, prompt="def ", n=400, temperature=0.8):
         """``n`` characters after ``prompt``, drawn one at a time from the model at ``temperature``."""
-        from jlstm.cell import cell
+        from jlstm.core.cell import cell
 
         ptoks = jnp.asarray(lookup[[ord(c) for c in prompt]])
         # Read all of the prompt but its last character; the loop feeds that one first.
@@ -335,7 +335,7 @@ def _charlm(seed: int, batch_size: int, hidden_size: int, seq_len: int) -> Probl
 
 
 def _gomez(seed: int, batch_size: int, hidden_size: int, seq_len: int) -> Problem:
-    from jlstm import example
+    from jlstm.app import example
 
     xs = np.asarray(example.XS, np.float32)
     ys = np.asarray(example.YS, np.float32)
@@ -362,7 +362,7 @@ def _gomez(seed: int, batch_size: int, hidden_size: int, seq_len: int) -> Proble
 
     def first_step(params):
         """Compare the weights after the first SGD step with the source's printed new W, U, b."""
-        from jlstm.example import unit
+        from jlstm.app.example import unit
 
         p = params["lstm"]
         got = {"new W^T": np.asarray(p.W).T, "new U": np.asarray(p.U)[0], "new b": np.asarray(p.b)}

@@ -38,7 +38,7 @@ import numpy as np
 import optax
 
 from jlstm import sharding
-from jlstm import tasks as tasks_lib
+from jlstm.app import tasks as tasks_lib
 
 log = logging.getLogger("jlstm.runner")
 

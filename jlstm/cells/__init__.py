@@ -1,0 +1,1 @@
+"""LSTM cell variants, one module per variant, all written through one pointwise cell interface."""
