@@ -46,6 +46,31 @@ def tbptt_value_and_grad(
       ...     return jlstm.l2_loss(hs, ys), final
       >>> loss, grads, carry = jlstm.tbptt_value_and_grad(loss_fn, params, (xs, ys), carry, chunk=50)
     """
+    n = _num_chunks(seqs, chunk, axis)
+
+    def split(a):  # [..., T, ...] -> [n, ..., chunk, ...]
+        a = a.reshape(a.shape[:axis] + (n, chunk) + a.shape[axis + 1 :])
+        return jnp.moveaxis(a, axis, 0)
+
+    chunks = jax.tree.map(split, seqs)
+    carry = _cast_carry(loss_fn, params, jax.tree.map(lambda a: a[0], chunks), carry)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def body(acc, chunk_seqs):
+        grads, carry = acc
+        (loss, carry), g = grad_fn(params, chunk_seqs, lax.stop_gradient(carry))
+        grads = jax.tree.map(lambda a, b: a + b.astype(a.dtype), grads, g)
+        return (grads, carry), loss.astype(jnp.promote_types(loss.dtype, jnp.float32))
+
+    # Gradients summed over chunks in at least float32, rounded once to each parameter's dtype.
+    zeros = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.promote_types(p.dtype, jnp.float32)), params)
+    (grads, carry), losses = lax.scan(body, (zeros, carry), chunks)
+    grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
+    return jnp.sum(losses), grads, carry
+
+
+def _num_chunks(seqs: Any, chunk: int, axis: int) -> int:
+    """``T / chunk``, after checking that every leaf of ``seqs`` has length ``T`` and ``chunk`` divides it."""
     leaves = jax.tree.leaves(seqs)
     if not leaves:
         raise ValueError("tbptt_value_and_grad: seqs must hold at least one array.")
@@ -60,34 +85,18 @@ def tbptt_value_and_grad(
         raise ValueError(
             f"tbptt_value_and_grad: chunk must be a positive int dividing T = {T}; got {chunk!r}."
         )
-    n = T // chunk
+    return T // chunk
 
-    def split(a):  # [..., T, ...] -> [n, ..., chunk, ...]
-        a = a.reshape(a.shape[:axis] + (n, chunk) + a.shape[axis + 1 :])
-        return jnp.moveaxis(a, axis, 0)
 
-    chunks = jax.tree.map(split, seqs)
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    # The scan's carry must keep one structure and dtype: take those of loss_fn's final carry (e.g. a
-    # float32 cell state under bfloat16 compute) and cast the initial carry to them.
-    first = jax.tree.map(lambda a: a[0], chunks)
+def _cast_carry(loss_fn: Callable, params: Any, first: Any, carry: Any) -> Any:
+    """``carry`` cast to the structure and dtypes of ``loss_fn``'s final carry on the chunk ``first``.
+
+    The scan's carry must keep one structure and dtype, e.g. a float32 cell state under bfloat16 compute.
+    """
     out = jax.eval_shape(lambda c: loss_fn(params, first, c)[1], carry)
     if jax.tree.structure(out) != jax.tree.structure(carry):
         raise ValueError(
             "tbptt_value_and_grad: loss_fn must return a final carry shaped like the carry it takes; "
             f"got {jax.tree.structure(out)} for {jax.tree.structure(carry)}."
         )
-    carry = jax.tree.map(lambda c, o: jnp.asarray(c).astype(o.dtype), carry, out)
-    # Gradients summed over chunks in at least float32, rounded once to each parameter's dtype.
-    acc_dtype = lambda p: jnp.promote_types(p.dtype, jnp.float32)  # noqa: E731
-
-    def body(acc, chunk_seqs):
-        grads, carry = acc
-        (loss, carry), g = grad_fn(params, chunk_seqs, lax.stop_gradient(carry))
-        grads = jax.tree.map(lambda a, b: a + b.astype(a.dtype), grads, g)
-        return (grads, carry), loss.astype(jnp.promote_types(loss.dtype, jnp.float32))
-
-    zeros = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), acc_dtype(p)), params)
-    (grads, carry), losses = lax.scan(body, (zeros, carry), chunks)
-    grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
-    return jnp.sum(losses), grads, carry
+    return jax.tree.map(lambda c, o: jnp.asarray(c).astype(o.dtype), carry, out)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jlstm.core.params import LSTMParams, LSTMState, init
-from jlstm.core.sequence import lstm
+from jlstm.functional import lstm
 
 log = logging.getLogger("jlstm.demo")
 
@@ -123,12 +123,31 @@ def run(out: str | Path = "runs/demo", *, digits_steps: int = 1500, gomez_steps:
       progress: show the progress bars.
       show: where the tables go (stdout by default; they are too wide for log lines).
     """
-    from jlstm.app import example
-    from jlstm.app.runner import Config, train
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    sections = [
+        _worked_example(out, show),
+        _gradient_check(show),
+        _digits_run(out, digits_steps, progress),
+        _gomez_run(out, gomez_steps),
+    ]
+    total = time.perf_counter() - t0
+    head = [
+        "# jlstm demo",
+        "",
+        f"Written by `jlstm demo` in {total:.0f} s (JAX {jax.__version__}, backend {jax.default_backend()}).",
+        "",
+    ]
+    path = out / "report.md"
+    path.write_text("\n".join(head + [line for section in sections for line in section] + _NEXT))
+    log.info("report: %s (%.0f s)", path, total)
+    return path
+
+
+def _worked_example(out: Path, show: Callable[[str], None]) -> list[str]:
+    """Step 1: the source's worked example, number by number; its report section."""
+    from jlstm.app import example
 
     log.info("1/4  the source's worked example, number by number")
     with jax.enable_x64(True):  # so the table shows the equations, not float32 rounding
@@ -136,35 +155,7 @@ def run(out: str | Path = "runs/demo", *, digits_steps: int = 1500, gomez_steps:
         rows = example.rows()
     (out / "example.txt").write_text(table + "\n")
     show(table)
-
-    log.info("2/4  hand-written gradient vs autodiff vs finite differences")
-    checks = gradcheck()
-    gc_table = gradcheck_table(checks)
-    ok = gradcheck_passed(checks)
-    show(gc_table + "\n" + ("gradient check passed" if ok else "GRADIENT CHECK FAILED"))
-
-    log.info("3/4  a short digits run")
-    digits = train(Config(task="digits", steps=digits_steps, out=str(out / "digits"), progress=progress))
-    log.info("digits: test accuracy %.4f after %d steps in %.1f s", digits["test_accuracy"], digits_steps,
-             digits["wall_seconds"])  # fmt: skip
-
-    log.info("4/4  the source's two-step example trained by SGD (lr 0.1)")
-    runner_log = logging.getLogger("jlstm.runner")
-    level = runner_log.level
-    runner_log.setLevel(logging.WARNING)  # its evaluation every 10 steps would flood the tour
-    try:
-        gomez = train(Config(task="gomez", steps=gomez_steps, out=str(out / "gomez"), progress=False))
-    finally:
-        runner_log.setLevel(level)
-    log.info("gomez: loss %.5f after %d steps; first step as the source's: %s", gomez["final_loss"],
-             gomez_steps, gomez["first_step_matches_source"])  # fmt: skip
-
-    total = time.perf_counter() - t0
-    md = [
-        "# jlstm demo",
-        "",
-        f"Written by `jlstm demo` in {total:.0f} s (JAX {jax.__version__}, backend {jax.default_backend()}).",
-        "",
+    return [
         "## 1. The source's worked example",
         "",
         f"Each of the {len(rows)} numbers the source prints, next to jlstm's value in float64. `units` is "
@@ -175,6 +166,17 @@ def run(out: str | Path = "runs/demo", *, digits_steps: int = 1500, gomez_steps:
         table,
         "```",
         "",
+    ]
+
+
+def _gradient_check(show: Callable[[str], None]) -> list[str]:
+    """Step 2: the hand-written gradient against autodiff and finite differences; its report section."""
+    log.info("2/4  hand-written gradient vs autodiff vs finite differences")
+    checks = gradcheck()
+    gc_table = gradcheck_table(checks)
+    ok = gradcheck_passed(checks)
+    show(gc_table + "\n" + ("gradient check passed" if ok else "GRADIENT CHECK FAILED"))
+    return [
         "## 2. Gradient check",
         "",
         "The hand-written backward pass (custom_vjp) against `jax.grad` through the same forward and "
@@ -185,35 +187,65 @@ def run(out: str | Path = "runs/demo", *, digits_steps: int = 1500, gomez_steps:
         gc_table,
         "```",
         "",
+    ]
+
+
+def _digits_run(out: Path, steps: int, progress: bool) -> list[str]:
+    """Step 3: a short ``digits`` run under ``out/digits``; its report section."""
+    from jlstm.app.runner import Config, train
+
+    log.info("3/4  a short digits run")
+    digits = train(Config(task="digits", steps=steps, out=str(out / "digits"), progress=progress))
+    log.info("digits: test accuracy %.4f after %d steps in %.1f s", digits["test_accuracy"], steps,
+             digits["wall_seconds"])  # fmt: skip
+    return [
         "## 3. Handwritten digits, read row by row",
         "",
         f"scikit-learn's 8x8 digits, 8 steps of 8 pixels, classified from the final `h` (H = "
-        f"{digits['config']['hidden_size']}), SGD lr {digits['config']['lr']}, {digits_steps} steps in "
+        f"{digits['config']['hidden_size']}), SGD lr {digits['config']['lr']}, {steps} steps in "
         f"{digits['wall_seconds']:.1f} s: held-out accuracy **{digits['test_accuracy']:.4f}**.",
         "",
         "![digits loss](digits/loss.png)",
         "",
         "![digits confusion matrix](digits/digits.png)",
         "",
+    ]
+
+
+def _gomez_run(out: Path, steps: int) -> list[str]:
+    """Step 4: the source's two-step example trained by SGD under ``out/gomez``; its report section."""
+    from jlstm.app.runner import Config, train
+
+    log.info("4/4  the source's two-step example trained by SGD (lr 0.1)")
+    runner_log = logging.getLogger("jlstm.runner")
+    level = runner_log.level
+    runner_log.setLevel(logging.WARNING)  # its evaluation every 10 steps would flood the tour
+    try:
+        gomez = train(Config(task="gomez", steps=steps, out=str(out / "gomez"), progress=False))
+    finally:
+        runner_log.setLevel(level)
+    log.info("gomez: loss %.5f after %d steps; first step as the source's: %s", gomez["final_loss"],
+             steps, gomez["first_step_matches_source"])  # fmt: skip
+    return [
         "## 4. The source's example, trained",
         "",
         f"SGD with lr 0.1 on the two-step example: the first step reproduces the source's new weights "
         f"(worst difference {gomez['first_step_max_units']:.2f} units of the last printed digit); "
-        f"after {gomez_steps} steps the loss is {gomez['final_loss']:.5f}.",
+        f"after {steps} steps the loss is {gomez['final_loss']:.5f}.",
         "",
         "![gomez outputs](gomez/gomez.png)",
         "",
-        "## Next",
-        "",
-        "```bash",
-        "jlstm train digits            # 3000 steps, test accuracy >= 0.95",
-        "jlstm train adding            # the adding problem, T = 100",
-        "jlstm train charlm            # a character model of the Python standard library",
-        "jlstm gradflow                # how the gradient decays with distance, LSTM vs tanh RNN",
-        "```",
-        "",
     ]
-    path = out / "report.md"
-    path.write_text("\n".join(md))
-    log.info("report: %s (%.0f s)", path, total)
-    return path
+
+
+_NEXT = [
+    "## Next",
+    "",
+    "```bash",
+    "jlstm train digits            # 3000 steps, test accuracy >= 0.95",
+    "jlstm train adding            # the adding problem, T = 100",
+    "jlstm train charlm            # a character model of the Python standard library",
+    "jlstm gradflow                # how the gradient decays with distance, LSTM vs tanh RNN",
+    "```",
+    "",
+]

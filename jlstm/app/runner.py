@@ -23,30 +23,42 @@ state, so ``resume=True`` after any interruption (Ctrl-C, SIGKILL) ends with the
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 from jlstm import sharding
+from jlstm.app import checkpoint, metrics
 from jlstm.app import tasks as tasks_lib
+from jlstm.app.checkpoint import (
+    CHECKPOINT,
+    PREVIOUS,
+    Diverged,
+    Interrupted,
+    RunError,
+    all_finite,
+    check_finite,
+    diverged_message,
+    load_checkpoint,
+    load_latest_checkpoint,
+    params_digest,
+    save_checkpoint,
+)
+from jlstm.app.metrics import plot_history
+
+# The checkpoint and metrics names are re-exported: callers and tests know them as runner.<name>.
+__all__ = [
+    "CHECKPOINT", "PREVIOUS", "Config", "Diverged", "Interrupted", "RunError", "load_checkpoint",
+    "load_latest_checkpoint", "make_mesh", "make_optimizer", "optimizer_fn", "params_digest",
+    "plot_history", "save_checkpoint", "train",
+]  # fmt: skip
 
 log = logging.getLogger("jlstm.runner")
-
-CHECKPOINT = Path("checkpoint") / "state.npz"
-PREVIOUS = Path("checkpoint") / "state.prev.npz"
-
-# Fields that must agree between a checkpoint and the run resuming it (``steps`` may grow).
-_RESUME_FIELDS = ("task", "seed", "optimizer", "lr", "batch_size", "clip", "hidden_size", "seq_len")
 
 
 @dataclass(frozen=True)
@@ -121,97 +133,6 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
     return opt
 
 
-def params_digest(params: Any) -> str:
-    """sha256 over every leaf's shape, dtype and bytes, in ``jax.tree.leaves`` order (dict keys sorted)."""
-    h = hashlib.sha256()
-    for leaf in jax.tree.leaves(params):
-        a = np.ascontiguousarray(np.asarray(leaf))
-        h.update(f"{a.shape}{a.dtype}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
-# ---------------------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(path: Path, params, opt_state, step: int, wall_seconds: float, config: Config) -> None:
-    """Write ``(params, opt_state)`` and the step to ``path`` atomically (temp file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    leaves = jax.tree.leaves((params, opt_state))
-    arrays = {f"leaf_{i:04d}": np.asarray(x) for i, x in enumerate(leaves)}
-    meta = {"step": step, "wall_seconds": wall_seconds, "config": dataclasses.asdict(config)}
-    arrays["meta"] = np.asarray(json.dumps(meta))
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
-        raise
-    if path.exists():
-        os.replace(path, _previous(path))  # between the two renames, the previous one is still there
-    os.replace(tmp, path)  # atomic: a reader sees the old checkpoint or the new one, never half
-
-
-def _previous(path: Path) -> Path:
-    return path.with_name(path.stem + ".prev" + path.suffix)
-
-
-class RunError(Exception):
-    """A run that cannot go on for a reason outside the model: unwritable output, no usable checkpoint."""
-
-
-class Diverged(RunError):
-    """The loss or the parameters became NaN or Inf; nothing was saved after the last good step."""
-
-
-def load_latest_checkpoint(path: Path, template) -> tuple[Any, dict] | None:
-    """The newest readable checkpoint among ``path`` and the previous one kept beside it.
-
-    A checkpoint that cannot be read (truncated, corrupted, of another configuration) is logged with
-    the reason and the previous one is tried. Returns None if there is neither file; raises
-    ``RunError`` naming both reasons if neither can be read.
-    """
-    reasons = []
-    for candidate in (path, _previous(path)):
-        if not candidate.exists():
-            continue
-        try:
-            loaded = load_checkpoint(candidate, template)
-        except Exception as e:  # noqa: BLE001 - zipfile, pickle and numpy raise many kinds
-            reasons.append(f"{candidate}: {type(e).__name__}: {e}")
-            log.warning("checkpoint %s cannot be read (%s: %s); trying the previous one", candidate,
-                        type(e).__name__, e)  # fmt: skip
-            continue
-        if reasons:
-            log.warning("resuming from the previous checkpoint %s (step %d)", candidate, loaded[1]["step"])
-        return loaded
-    if reasons:
-        raise RunError("no readable checkpoint: " + "; ".join(reasons))
-    return None
-
-
-def load_checkpoint(path: Path, template) -> tuple[Any, dict]:
-    """Read a checkpoint into the structure of ``template`` (``(params, opt_state)``); returns it and meta."""
-    leaves, treedef = jax.tree.flatten(template)
-    # Our own file handle: np.load leaks its own when the file is truncated.
-    with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
-        meta = json.loads(str(z["meta"]))
-        got = [z[f"leaf_{i:04d}"] for i in range(len(leaves))]
-        extra = len([k for k in z.files if k.startswith("leaf_")]) - len(leaves)
-    if extra:
-        raise ValueError(
-            f"checkpoint {path} holds {len(leaves) + extra} arrays; this run needs {len(leaves)}."
-        )
-    for i, (a, b) in enumerate(zip(got, leaves)):
-        if a.shape != b.shape or a.dtype != b.dtype:
-            raise ValueError(f"checkpoint {path}: array {i} is {a.shape} {a.dtype}; expected {b.shape} "
-                             f"{b.dtype}. Was it written by another configuration?")  # fmt: skip
-    return jax.tree.unflatten(treedef, [jnp.asarray(a) for a in got]), meta
-
-
 # ------------------------------------------------------------------------------------------- the loop
 
 
@@ -228,37 +149,6 @@ def make_mesh(config: Config):
         raise ValueError(f"devices: the batch size {config.batch_size} must be divisible by the number "
                          f"of devices; got devices={n}. Use --batch-size a multiple of {n}.")  # fmt: skip
     return sharding.data_mesh(n)
-
-
-def _all_finite(tree) -> bool:
-    return all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(tree))
-
-
-class Interrupted(Exception):
-    """Training stopped by Ctrl-C after writing a checkpoint; ``step`` is the last completed step."""
-
-    def __init__(self, step: int, out: Path):
-        super().__init__(f"interrupted after step {step}; checkpoint in {out / CHECKPOINT}")
-        self.step, self.out = step, out
-
-
-def _read_history(path: Path, upto: int | None = None) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if upto is None or r["step"] <= upto]
-
-
-def _progress(config: Config):
-    if not config.progress:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn(f"[bold]{config.task}[/]"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.0f} steps/s"),
-        TimeRemainingColumn(),
-    )  # fmt: skip
 
 
 def train(config: Config) -> dict:
@@ -280,41 +170,28 @@ def train(config: Config) -> dict:
                        "Choose another --out or free some space.") from e  # fmt: skip
 
 
+class _Ended(NamedTuple):
+    """Where the loop left a run: its state after the last step and what the summary needs of it."""
+
+    params: Any
+    opt_state: Any
+    step: int
+    last_loss: float
+    last_eval: dict | None  # the evaluation of the last step, if the loop ran it
+    extra: dict  # the task's first_step check
+
+
 def _train(config: Config) -> dict:
     cfg = config.resolved()
-    info = tasks_lib.TASKS[cfg.task]
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt_path, metrics_path = out / CHECKPOINT, out / "metrics.jsonl"
+    # Looked up at call time (not imported by name), so that a patched tasks.make takes effect.
     problem = tasks_lib.make(cfg.task, seed=cfg.seed, batch_size=cfg.batch_size,
                              hidden_size=cfg.hidden_size, seq_len=cfg.seq_len)  # fmt: skip
     opt = make_optimizer(cfg)
     mesh = make_mesh(cfg)
     params = problem.init(jax.random.key(cfg.seed))
-    opt_state = opt.init(params)
-
-    for stale in ckpt_path.parent.glob(ckpt_path.name + ".tmp*"):  # left by a process killed mid-write
-        stale.unlink()
-    start, wall_before = 0, 0.0
-    loaded = load_latest_checkpoint(ckpt_path, (params, opt_state)) if cfg.resume else None
-    if loaded is not None:
-        (params, opt_state), meta = loaded
-        for k in _RESUME_FIELDS:
-            if meta["config"][k] != getattr(cfg, k):
-                raise ValueError(
-                    f"resume: {k} is {getattr(cfg, k)!r} but the checkpoint in {out} was "
-                    f"written with {meta['config'][k]!r}; use the same value or another --out."
-                )
-        start, wall_before = meta["step"], meta["wall_seconds"]
-        if start > cfg.steps:
-            raise ValueError(f"resume: the checkpoint is at step {start}, past steps={cfg.steps}.")
-        log.info("resuming %s from step %d", cfg.task, start)
-    elif cfg.resume:  # no checkpoint at all: a fresh start
-        log.warning("resume: no checkpoint in %s; starting from step 0", out)
-    # Lines logged after the checkpoint was written belong to the lost part of the run.
-    history = _read_history(metrics_path, upto=start) if start else []
-    metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
-
+    (params, opt_state), start, wall_before = checkpoint.restore(cfg, out, (params, opt.init(params)))
     traces = []
 
     def loss_fn(p, batch):
@@ -323,114 +200,89 @@ def _train(config: Config) -> dict:
 
     step_fn = sharding.make_sharded_train_step(loss_fn, opt, mesh, has_aux=True)
     params, opt_state = sharding.replicate((params, opt_state), mesh)  # after a resume, too
-    state = (params, opt_state, start)  # replaced in one assignment, so Ctrl-C never sees it half-done
-    extra: dict = {}
-    last_loss = history[-1]["loss"] if history else float("nan")  # a resumed, finished run keeps its own
-    last_eval: dict | None = None
-    t0 = time.perf_counter()
-    t_log, s_log = t0, start
-    bar = _progress(cfg)
-    task_id = (
-        bar.add_task("train", total=cfg.steps, completed=start, loss=float("nan"), rate=0.0) if bar else None
-    )
-    if bar:
-        bar.start()
-    try:
-        with open(metrics_path, "a") as mf:
-            for s in range(start, cfg.steps):
-                p, o, m = step_fn(state[0], state[1], sharding.shard_batch(problem.batch(s), mesh))
-                state = (p, o, s + 1)
-                done = s + 1
-                if done == 1 and problem.first_step is not None:
-                    extra.update(problem.first_step(p))
-                last = done == cfg.steps
-                if done % cfg.log_every == 0 or last or done % cfg.eval_every == 0:
-                    now = time.perf_counter()
-                    rec = {k: float(v) for k, v in m.items()}
-                    rate = (done - s_log) / max(now - t_log, 1e-9)
-                    rec.update(step=done, steps_per_second=rate, wall_seconds=wall_before + now - t0)
-                    t_log, s_log = now, done
-                    last_loss = rec["loss"]
-                    if not np.isfinite(last_loss):
-                        raise Diverged(_diverged(cfg, done, "the loss is " + str(last_loss), ckpt_path))
-                    if done % cfg.eval_every == 0 or last:
-                        ev = last_eval = problem.evaluate(p)
-                        rec.update(ev)
-                        log.info("step %d  loss %.4f  %s", done, rec["loss"],
-                                 "  ".join(f"{k} {v:.4g}" for k, v in ev.items()))  # fmt: skip
-                    mf.write(json.dumps(rec) + "\n")
-                    mf.flush()
-                    history.append(rec)
-                    if bar:
-                        bar.update(task_id, completed=done, loss=rec["loss"], rate=rate)
-                if done % cfg.checkpoint_every == 0 and not last:
-                    _check_finite(cfg, done, p, o, m, ckpt_path)
-                    save_checkpoint(ckpt_path, p, o, done, wall_before + time.perf_counter() - t0, cfg)
-    except KeyboardInterrupt:
-        params, opt_state, done = state
-        if not _all_finite((params, opt_state)):
-            raise Diverged(_diverged(cfg, done, "the parameters are not finite", ckpt_path)) from None
-        save_checkpoint(ckpt_path, params, opt_state, done, wall_before + time.perf_counter() - t0, cfg)
-        raise Interrupted(done, out) from None
-    finally:
-        if bar:
-            bar.stop()
+    with metrics.MetricsLog(out / metrics.METRICS, task=cfg.task, steps=cfg.steps, start=start,
+                            wall_before=wall_before, progress=cfg.progress) as mlog:  # fmt: skip
+        end = _loop(cfg, problem, step_fn, mesh, (params, opt_state, start), mlog)
+    return _finish(cfg, problem, end, mlog, traces=len(traces), devices=mesh.size)
 
-    params, opt_state, done = state
-    wall = wall_before + time.perf_counter() - t0
-    _check_finite(cfg, done, params, opt_state, None, ckpt_path)
-    save_checkpoint(ckpt_path, params, opt_state, done, wall, cfg)
-    final_eval = last_eval if last_eval is not None and start < cfg.steps else problem.evaluate(params)
+
+def _finish(cfg: Config, problem, end: _Ended, mlog, *, traces: int, devices: int) -> dict:
+    """The final checkpoint, ``summary.json`` and the figures of a run that reached ``cfg.steps``."""
+    out, start, wall_before, wall = Path(cfg.out), mlog.start, mlog.wall_before, mlog.wall()
+    ckpt_path = out / CHECKPOINT
+    check_finite(cfg.task, end.step, end.params, end.opt_state, None, ckpt_path)
+    save_checkpoint(ckpt_path, end.params, end.opt_state, end.step, wall, cfg)
+    ran_eval = end.last_eval is not None and start < cfg.steps
+    final_eval = end.last_eval if ran_eval else problem.evaluate(end.params)
     summary = {
         "task": cfg.task,
         "steps": cfg.steps,
         "seed": cfg.seed,
-        "final_loss": last_loss,
+        "final_loss": end.last_loss,
         "wall_seconds": wall,
-        "metric": info.metric,
+        "metric": tasks_lib.TASKS[cfg.task].metric,
         **final_eval,
-        "params_digest": params_digest(params),
+        "params_digest": params_digest(end.params),
         "resumed_from_step": start,
         "steps_per_second": (cfg.steps - start) / max(wall - wall_before, 1e-9),
-        "traces": len(traces),
-        "devices": mesh.size,
+        "traces": traces,
+        "devices": devices,
         "config": dataclasses.asdict(cfg),
-        **extra,
-        **problem.extras(params),
+        **end.extra,
+        **problem.extras(end.params),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot_history(history, info.metric, out / "loss.png", title=cfg.task)
-    problem.figure(params, history, out / f"{cfg.task}.png")
+    metrics.write_summary(out, summary)
+    metrics.plot_history(mlog.history, summary["metric"], out / "loss.png", title=cfg.task)
+    problem.figure(end.params, mlog.history, out / f"{cfg.task}.png")
     return summary
 
 
-def _diverged(cfg: Config, step: int, what: str, ckpt_path: Path) -> str:
-    kept = f"the last good checkpoint ({ckpt_path}) is kept" if ckpt_path.exists() else "no checkpoint"
-    return (f"{cfg.task}: training diverged at step {step}: {what}; {kept}. Try a smaller --lr or "
-            "--clip.")  # fmt: skip
+def _loop(cfg: Config, problem, step_fn, mesh, state: tuple, mlog: metrics.MetricsLog) -> _Ended:
+    """Steps ``state[2] + 1`` to ``cfg.steps``: log, evaluate and checkpoint as configured.
+
+    On Ctrl-C, checkpoints the last completed step (if it is finite) and raises ``Interrupted``.
+    """
+    ckpt_path = Path(cfg.out) / CHECKPOINT
+    extra: dict = {}
+    # A resumed run with no step left keeps the loss it logged last.
+    last_loss = mlog.history[-1]["loss"] if mlog.history else float("nan")
+    last_eval: dict | None = None
+    try:
+        for s in range(state[2], cfg.steps):
+            p, o, m = step_fn(state[0], state[1], sharding.shard_batch(problem.batch(s), mesh))
+            state = (p, o, s + 1)  # replaced in one assignment, so Ctrl-C never sees it half-done
+            done = s + 1
+            if done == 1 and problem.first_step is not None:
+                extra.update(problem.first_step(p))
+            last = done == cfg.steps
+            evaluate = done % cfg.eval_every == 0 or last
+            if done % cfg.log_every == 0 or evaluate:
+                last_loss, ev = _log_step(cfg, problem, mlog, done, p, m, evaluate)
+                last_eval = ev if evaluate else last_eval
+            if done % cfg.checkpoint_every == 0 and not last:
+                check_finite(cfg.task, done, p, o, m, ckpt_path)
+                save_checkpoint(ckpt_path, p, o, done, mlog.wall(), cfg)
+    except KeyboardInterrupt:
+        params, opt_state, done = state
+        if not all_finite((params, opt_state)):
+            what = "the parameters are not finite"
+            raise Diverged(diverged_message(cfg.task, done, what, ckpt_path)) from None
+        save_checkpoint(ckpt_path, params, opt_state, done, mlog.wall(), cfg)
+        raise Interrupted(done, Path(cfg.out)) from None
+    return _Ended(*state, last_loss, last_eval, extra)
 
 
-def _check_finite(cfg: Config, step: int, params, opt_state, metrics, ckpt_path: Path) -> None:
-    """Never save a non-finite state: a NaN step would otherwise overwrite the last good checkpoint."""
-    if metrics is not None and not np.isfinite(float(metrics["loss"])):
-        raise Diverged(_diverged(cfg, step, f"the loss is {float(metrics['loss'])}", ckpt_path))
-    if not _all_finite((params, opt_state)):
-        raise Diverged(_diverged(cfg, step, "the parameters are not finite", ckpt_path))
-
-
-def plot_history(history: list[dict], metric: str, path: Path, title: str = "") -> None:
-    """Training loss (log scale) and the evaluated ``metric`` against steps, side by side, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
-    a1.plot([r["step"] for r in history], [r["loss"] for r in history], lw=1)
-    a1.set(xlabel="step", ylabel="training loss", yscale="log", title=f"{title}: training loss")
-    ev = [r for r in history if metric in r]
-    a2.plot([r["step"] for r in ev], [r[metric] for r in ev], marker="o", ms=3)
-    a2.set(xlabel="step", ylabel=metric, title=f"{title}: {metric}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def _log_step(cfg: Config, problem, mlog: metrics.MetricsLog, done: int, params, m, evaluate: bool):
+    """Write the row of step ``done`` (evaluated if ``evaluate``); returns its loss and evaluation."""
+    rec = mlog.row(done, m)
+    if not np.isfinite(rec["loss"]):
+        raise Diverged(diverged_message(cfg.task, done, "the loss is " + str(rec["loss"]),
+                                        Path(cfg.out) / CHECKPOINT))  # fmt: skip
+    ev = None
+    if evaluate:
+        ev = problem.evaluate(params)
+        rec.update(ev)
+        shown = "  ".join(f"{k} {v:.4g}" for k, v in ev.items())
+        log.info("step %d  loss %.4f  %s", done, rec["loss"], shown)
+    mlog.write(rec)
+    return rec["loss"], ev
