@@ -1,7 +1,11 @@
 """Issue 2: manual vs autodiff vs a plain lax.scan LSTM under jax.grad, round-robin. Writes runs/bench_core/.
 
-    python experiments/bench_core.py [--threads 1] [--rounds 15] [--sizes "100,32,128,128"]
-    python experiments/bench_core.py --lowp [--sizes "100,32,128,128"]     # issue 6: low precision
+    python experiments/bench_core.py [--threads default,1] [--rounds 15] [--sizes "100,32,128,128"]
+    python experiments/bench_core.py --lowp [--threads 1] [--sizes "100,32,128,128"]  # issue 6: low precision
+
+The comparison gives one table per ``--threads`` setting (default: ``default`` = no thread limit set for
+XLA or torch, then 1), each measured in its own process. ``--lowp`` measures in this process at one
+setting (default 1 thread).
 
 ``--lowp`` times the training step (value and gradient of ``sum(hs * Y)``) in float32 against bfloat16 and
 float16 compute (16-bit inputs and params; and float32 params with ``compute_dtype=jnp.bfloat16``),
@@ -73,9 +77,10 @@ def lowp_size(T: int, B: int, D: int, H: int, rounds: int) -> dict:
 
 
 def lowp_markdown(result: dict) -> str:
+    threads = "default threads" if result["threads"] is None else f"{result['threads']} thread(s)"
     lines = [
-        f"Median ms per training step over {result['rounds']} round-robin rounds, {result['threads']} "
-        "thread(s); x f32 = median / float32 manual's median (wall, then CPU time); errors against the "
+        f"Median ms per training step over {result['rounds']} round-robin rounds, {threads}; x f32 = "
+        "median / float32 manual's median (wall, then CPU time); errors against the "
         "float32 run on the same (float32) weights and inputs.",
         "",
         "| T, B, D, H | variant | ms median | x f32 | x f32 (cpu) | max abs err hs | rel err dW, dU, db |",
@@ -93,17 +98,21 @@ def lowp_markdown(result: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", default=None, help="'default', a count, or several (default: default,1)")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--sizes", default=None, help='"T,B,D,H;T,B,D,H" (default: the two core sizes)')
     ap.add_argument("--lowp", action="store_true", help="float32 vs bfloat16/float16 compute instead")
     ap.add_argument("--out", default="runs/bench_core")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    bench.configure_threads(args.threads)
     sizes = bench.parse_sizes(args.sizes) if args.sizes else bench.CORE_SIZES
+    threads = bench.parse_threads(args.threads or ("1" if args.lowp else "default,1"))
     if args.lowp:
-        result = {"rounds": args.rounds, "threads": args.threads, "machine": bench.machine(), "sizes": []}
+        if len(threads) != 1:
+            ap.error(f"--lowp measures in this process, at one --threads setting; got {args.threads!r}")
+        if threads[0] is not None:
+            bench.configure_threads(threads[0])  # before JAX's first computation
+        result = {"rounds": args.rounds, "threads": threads[0], "machine": bench.machine(), "sizes": []}
         for size in sizes:
             result["sizes"].append(lowp_size(*size, rounds=args.rounds))
         out = Path(args.out)
@@ -112,7 +121,9 @@ def main() -> None:
         (out / "lowp.md").write_text(lowp_markdown(result))
         print(lowp_markdown(result))
         return
-    bench.run(sizes, impls=bench.CORE_IMPLS, rounds=args.rounds, out=args.out, name="bench_core")
+    bench.run(
+        sizes, impls=bench.CORE_IMPLS, rounds=args.rounds, threads=threads, out=args.out, name="bench_core"
+    )
     print(open(f"{args.out}/bench_core.md").read())
 
 

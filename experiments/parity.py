@@ -4,7 +4,7 @@
     python experiments/parity.py torch haiku
 
 Prints, per library and configuration, the largest absolute difference of the outputs (sequence and
-final state) and of the gradients (weights, inputs, initial state); the logic is ``jlstm.parity``.
+final state) and of the gradients (weights, inputs, initial state); the logic is ``jlstm.app.parity``.
 """
 
 import os
