@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import checkify
 
-from jlstm.core.sequence import lstm
+from jlstm.functional import lstm
 
 
 def _first_bad(name: str, a: jax.Array) -> None:

@@ -7,9 +7,21 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from jlstm.cells.spec import CellParams
 from jlstm.core import checks as _checks
-from jlstm.core.params import LSTMParams, init
-from jlstm.core.sequence import lstm
+from jlstm.core.params import LSTMParams
+from jlstm.functional import as_cell_params, init, lstm
+
+Layer = LSTMParams | CellParams
+
+
+def _one(p, where):
+    """A checked layer: ``LSTMParams`` stay as they are; ``CellParams`` are checked against their spec."""
+    return as_cell_params(p, where) if isinstance(p, CellParams) else _checks.check_params(p, where)
+
+
+def _width(p) -> int:
+    return p.output_size if isinstance(p, CellParams) else p.hidden_size
 
 
 def init_stacked(
@@ -21,11 +33,14 @@ def init_stacked(
     bidirectional: bool = False,
     forget_bias: float = 1.0,
     dtype: jnp.dtype = jnp.float32,
-) -> list[LSTMParams] | list[tuple[LSTMParams, LSTMParams]]:
+    **cell_options,
+) -> list[Layer] | list[tuple[Layer, Layer]]:
     """Initialise ``num_layers`` layers (``jlstm.init`` for each, with its own key).
 
-    Layer 0 reads ``input_size`` features; the layers above read ``H`` (``2H`` when bidirectional,
-    where each layer is a ``(forward, backward)`` pair whose outputs are concatenated).
+    Layer 0 reads ``input_size`` features; the layers above read ``R`` (``2R`` when bidirectional,
+    where each layer is a ``(forward, backward)`` pair whose outputs are concatenated), R = H or the
+    projection width. ``cell_options`` (``peephole``, ``proj_size``, ``variant``, ...) go to every
+    layer's ``jlstm.init``.
 
     Returns:
       A list of ``LSTMParams``, or of ``(forward, backward)`` pairs when ``bidirectional``.
@@ -35,14 +50,20 @@ def init_stacked(
     keys = jax.random.split(key, (num_layers, 2))
     layers = []
     for n in range(num_layers):
-        d = input_size if n == 0 else hidden_size * (2 if bidirectional else 1)
-        pair = tuple(init(k, d, hidden_size, forget_bias=forget_bias, dtype=dtype) for k in keys[n])
+        d = (
+            input_size
+            if n == 0
+            else (cell_options.get("proj_size") or hidden_size) * (2 if bidirectional else 1)
+        )
+        pair = tuple(
+            init(k, d, hidden_size, forget_bias=forget_bias, dtype=dtype, **cell_options) for k in keys[n]
+        )
         layers.append(pair if bidirectional else pair[0])
     return layers
 
 
 def _check_layers(layers, bidirectional: bool, D: int, where: str):
-    if not isinstance(layers, Sequence) or isinstance(layers, LSTMParams) or len(layers) == 0:
+    if not isinstance(layers, Sequence) or isinstance(layers, Layer) or len(layers) == 0:
         raise TypeError(
             f"{where}: layers must be a non-empty list of LSTMParams"
             f"{' (forward, backward) pairs' if bidirectional else ''}; got {type(layers).__name__}."
@@ -50,24 +71,24 @@ def _check_layers(layers, bidirectional: bool, D: int, where: str):
     out, d = [], D
     for n, layer in enumerate(layers):
         if bidirectional:
-            if isinstance(layer, LSTMParams) or not (isinstance(layer, (tuple, list)) and len(layer) == 2):
+            if isinstance(layer, Layer) or not (isinstance(layer, (tuple, list)) and len(layer) == 2):
                 raise TypeError(
                     f"{where}: with bidirectional=True, layers[{n}] must be a (forward, backward) pair of "
                     f"LSTMParams; got {type(layer).__name__}."
                 )
-            pair = tuple(_checks.check_params(p, f"{where}: layers[{n}][{k}]") for k, p in enumerate(layer))
-            if pair[0].hidden_size != pair[1].hidden_size:
+            pair = tuple(_one(p, f"{where}: layers[{n}][{k}]") for k, p in enumerate(layer))
+            if _width(pair[0]) != _width(pair[1]):
                 raise ValueError(
                     f"{where}: layers[{n}] forward and backward must have the same hidden size; "
-                    f"got {pair[0].hidden_size} and {pair[1].hidden_size}."
+                    f"got {_width(pair[0])} and {_width(pair[1])}."
                 )
         else:
-            if not isinstance(layer, tuple) or len(layer) != 3:
+            if not isinstance(layer, CellParams) and not (isinstance(layer, tuple) and len(layer) == 3):
                 raise TypeError(
                     f"{where}: layers[{n}] must be LSTMParams (use bidirectional=True for pairs); "
                     f"got {type(layer).__name__}."
                 )
-            pair = (_checks.check_params(layer, f"{where}: layers[{n}]"),)
+            pair = (_one(layer, f"{where}: layers[{n}]"),)
         for k, p in enumerate(pair):
             if p.input_size != d:
                 below = "xs's feature size" if n == 0 else f"the output size of layers[{n - 1}]"
@@ -76,7 +97,7 @@ def _check_layers(layers, bidirectional: bool, D: int, where: str):
                     f"{where}: {name}.W must be [D, 4H] with D = {d}, {below}; got shape {tuple(p.W.shape)}."
                 )
         out.append(pair)
-        d = pair[0].hidden_size * len(pair)
+        d = _width(pair[0]) * len(pair)
     return out
 
 
@@ -90,6 +111,7 @@ def stacked_lstm(
     backward: str = "manual",
     dropout: float = 0.0,
     key: jax.Array | None = None,
+    **options,
 ) -> tuple[jax.Array, list]:
     """Run layers of LSTMs, the outputs of each layer being the inputs of the next.
 
@@ -108,7 +130,9 @@ def stacked_lstm(
       backward: ``"manual"`` or ``"autodiff"``, as in ``lstm``.
       dropout: the probability of dropping each input of layers 1.. (inverted dropout between layers;
         none after the last layer). Needs ``key``.
-      key: a PRNG key for dropout.
+      key: a PRNG key for dropout (and for the layers' own zoneout or recurrent dropout).
+      **options: passed to every layer's ``lstm``: ``remat``, ``compute_dtype``, ``zoneout``,
+        ``recurrent_dropout``, ``training``.
 
     Returns:
       ``(hs, carries)``: ``hs [..., T, H]`` (``2H`` when bidirectional) from the top layer, and the
@@ -132,21 +156,23 @@ def stacked_lstm(
         raise ValueError(
             f"{where}: carries must have one entry per layer ({len(checked)}); got {len(carries)}."
         )
-    keys = jax.random.split(key, len(checked)) if dropout > 0.0 else None
+    keys = None if key is None else jax.random.split(key, (len(checked), 3))
     finals = []
     h = xs
     for n, (pair, carry) in enumerate(zip(checked, carries)):
-        if n > 0 and keys is not None:
-            keep = jax.random.bernoulli(keys[n], 1.0 - dropout, h.shape)
+        lk = (None, None, None) if keys is None else keys[n]
+        if n > 0 and dropout > 0.0:
+            keep = jax.random.bernoulli(lk[0], 1.0 - dropout, h.shape)
             h = jnp.where(keep, h / (1.0 - dropout), 0).astype(h.dtype)
         if bidirectional:
             cf, cb = (None, None) if carry is None else carry
-            hf, sf = lstm(pair[0], h, cf, lengths=lengths, backward=backward)
-            hb, sb = lstm(pair[1], h, cb, lengths=lengths, reverse=True, backward=backward)
+            hf, sf = lstm(pair[0], h, cf, lengths=lengths, backward=backward, key=lk[1], **options)
+            hb, sb = lstm(
+                pair[1], h, cb, lengths=lengths, reverse=True, backward=backward, key=lk[2], **options
+            )
             h = jnp.concatenate([hf, hb], axis=-1)
             finals.append((sf, sb))
         else:
-            h, s = lstm(pair[0], h, carry, lengths=lengths, backward=backward)
+            h, s = lstm(pair[0], h, carry, lengths=lengths, backward=backward, key=lk[1], **options)
             finals.append(s)
     return h, finals
-

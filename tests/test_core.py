@@ -109,8 +109,8 @@ def test_check_grads_catches_a_wrong_backward(key, monkeypatch):
 
     orig = backward.backward_step
 
-    def wrong(U, gates, c, c_prev, g_h, dh, dc):
-        s = orig(U, gates, c, c_prev, g_h, dh, dc)
+    def wrong(gates, c, c_prev, g_h, dh, dc):
+        s = orig(gates, c, c_prev, g_h, dh, dc)
         return s._replace(delta_gates=s.delta_gates * 1.01)
 
     monkeypatch.setattr(backward, "backward_step", wrong)

@@ -19,7 +19,7 @@ import optax
 from jlstm.core.backward import backward_step
 from jlstm.core.cell import activate, step
 from jlstm.core.params import LSTMParams
-from jlstm.core.sequence import lstm, lstm_trace
+from jlstm.functional import lstm, lstm_trace
 from jlstm.losses import l2_loss
 
 W = [[0.45, 0.95, 0.70, 0.60], [0.25, 0.80, 0.45, 0.40]]  # [D, 4H], columns a, i, f, o
@@ -141,7 +141,7 @@ def replay() -> dict[str, np.ndarray]:
         out[f"Delta_{t}"] = g(f"out_{t}") - ys[t, 0]
         gates = jnp.asarray([g(f"{n}_{t}") for n in "aifo"])[None]
         st = backward_step(
-            jnp.asarray(Un), gates, jnp.asarray([[g(f"state_{t}")]]), jnp.asarray([[c_prev[t]]]),
+            gates, jnp.asarray([[g(f"state_{t}")]]), jnp.asarray([[c_prev[t]]]),
             jnp.asarray([[g(f"Delta_{t}")]]), jnp.asarray([[dh]]), jnp.asarray([[dc]]),
         )  # fmt: skip
         out[f"delta out_{t}"] = np.asarray(st.delta_out)[0, 0]

@@ -31,7 +31,7 @@ from jax import lax
 from jlstm.app.tasks import adding_batch, dense
 from jlstm.core.backward import Trace
 from jlstm.core.params import LSTMParams, LSTMState, init
-from jlstm.core.sequence import lstm, lstm_trace
+from jlstm.functional import lstm, lstm_trace
 from jlstm.train import make_train_step
 
 log = logging.getLogger("jlstm.gradflow")

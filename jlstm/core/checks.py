@@ -61,25 +61,28 @@ def check_xs(xs, D: int, where: str, *, name: str = "xs", time_axis: bool = True
     return xs
 
 
-def check_carry(carry, batch_shape: tuple[int, ...], H: int, where: str):
-    """A carry is an (h, c) pair, each broadcastable to ``batch_shape + (H,)``."""
+def check_carry(carry, batch_shape: tuple[int, ...], H: int, where: str, R: int | None = None):
+    """A carry is an (h, c) pair: ``h [..., R]`` (R = H, or the projection width) and ``c [..., H]``, each
+    broadcastable to the batch shape."""
     if not (isinstance(carry, (tuple, list)) and len(carry) == 2):
         got = type(carry).__name__
         if isinstance(carry, (tuple, list)):
             got += f" of length {len(carry)}"
         raise TypeError(f"{where}: carry must be an (h, c) pair such as jlstm.LSTMState(h, c); got {got}.")
+    R = H if R is None else R
     out = []
-    for name, v in zip(("carry.h", "carry.c"), carry):
+    for name, v, width in zip(("carry.h", "carry.c"), carry, (R, H)):
         v = _floating(name, v, where)
-        want = batch_shape + (H,)
+        want = batch_shape + (width,)
         try:
-            ok = v.shape[-1:] == (H,) and np.broadcast_shapes(v.shape, want) == want
+            ok = v.shape[-1:] == (width,) and np.broadcast_shapes(v.shape, want) == want
         except ValueError:
             ok = False
         if not ok:
+            size = "H" if width == H else "the projection width"
             raise ValueError(
-                f"{where}: {name} must be [..., H] = {want} (or broadcastable to it), batch shape from xs "
-                f"and H = {H} from params.U; got shape {_shape(v)}."
+                f"{where}: {name} must be [..., {'H' if width == H else 'P'}] = {want} (or broadcastable to "
+                f"it), batch shape from xs and {size} = {width} from params.U; got shape {_shape(v)}."
             )
         out.append(v)
     return tuple(out)

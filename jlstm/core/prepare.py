@@ -1,0 +1,127 @@
+"""Argument preparation for the sequence functions: checks, one flat batch axis, dtypes, time-major
+layout, reversal within each sequence's length, and the choice of chunk length."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jlstm.core import checks as _checks
+from jlstm.core.cell import state_dtype
+from jlstm.core.params import LSTMState
+
+#: Rows (chunk steps x batch) the default chunk aims for: enough for the chunk's products to run at
+#: full speed, few enough that its ``[k, B, 4H]`` projection and delta gates stay in cache.
+CHUNK_ROWS = 4096
+
+
+class Prepared(NamedTuple):
+    """Inputs flattened to one batch axis ``B``: ``xs [B, T, D]`` and ``h0 [B, R]`` in the compute dtype,
+    ``c0 [B, H]`` in its state dtype, ``lengths [B]`` (clamped into [0, T]) or None."""
+
+    batch_shape: tuple[int, ...]
+    T: int
+    B: int
+    H: int
+    R: int
+    xs: jax.Array
+    h0: jax.Array
+    c0: jax.Array
+    lengths: jax.Array | None
+
+    def unflatten(self, hs, hT, cT) -> tuple[jax.Array, LSTMState]:
+        """``hs [B, T, R]``, ``hT [B, R]``, ``cT [B, H]`` -> the caller's batch shape."""
+        return hs.reshape(self.batch_shape + hs.shape[1:]), LSTMState(
+            hT.reshape(self.batch_shape + (self.R,)), cT.reshape(self.batch_shape + (self.H,))
+        )
+
+
+def prepare(xs, carry, lengths, *, D: int, H: int, R: int, dtype, where: str) -> Prepared:
+    """Check ``xs [..., T, D]``, ``carry`` (``h [..., R]``, ``c [..., H]``, broadcastable) and ``lengths``."""
+    xs = _checks.check_xs(xs, D, where)
+    batch_shape = tuple(xs.shape[:-2])
+    T = xs.shape[-2]
+    B = math.prod(batch_shape)
+    sd = state_dtype(dtype)
+    if carry is None:
+        h0, c0 = jnp.zeros((B, R), dtype), jnp.zeros((B, H), sd)
+    else:
+        h0, c0 = _checks.check_carry(carry, batch_shape, H, where, R)
+        h0, c0 = (
+            jnp.broadcast_to(v.astype(t), batch_shape + (n,)).reshape(B, n)
+            for v, t, n in ((h0, dtype, R), (c0, sd, H))
+        )
+    if lengths is not None:
+        lengths = _checks.check_lengths(lengths, batch_shape, T, where).reshape(B)
+    return Prepared(batch_shape, T, B, H, R, xs.astype(dtype).reshape(B, T, D), h0, c0, lengths)
+
+
+def reverse_time(xs: jax.Array, lengths: jax.Array | None) -> jax.Array:
+    """Reverse ``[B, T, ...]`` along time; with lengths, each sequence within its own valid prefix."""
+    if lengths is None:
+        return jnp.flip(xs, axis=1)
+    T = xs.shape[1]
+    t = jnp.arange(T)[None, :]
+    idx = jnp.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)  # an involution: [B, T]
+    idx = idx.reshape(idx.shape + (1,) * (xs.ndim - 2))
+    return jnp.take_along_axis(xs, idx, axis=1)
+
+
+def time_major(xs: jax.Array, lengths: jax.Array | None) -> tuple[jax.Array | None, jax.Array]:
+    """``xs [B, T, D]`` -> ``(mask [T, B] or None, xs [T, B, D])`` with the padding zeroed, so that it
+    never reaches dW, even if it holds NaN."""
+    mask = None
+    if lengths is not None:
+        mask = jnp.arange(xs.shape[1])[:, None] < lengths[None, :]
+        xs = jnp.where(mask.T[:, :, None], xs, 0)
+    return mask, jnp.swapaxes(xs, 0, 1)
+
+
+def check_compute_dtype(compute_dtype, where: str):
+    """None, or a real floating dtype that JAX can run in (float64 only with jax_enable_x64)."""
+    if compute_dtype is None:
+        return None
+    try:
+        dt = jnp.dtype(compute_dtype)
+    except TypeError:
+        dt = None
+    if dt is None or not jnp.issubdtype(dt, jnp.floating):
+        got = dt.name if dt is not None else repr(compute_dtype)
+        raise TypeError(
+            f"{where}: compute_dtype must be None or a real floating dtype (jnp.bfloat16, jnp.float16, "
+            f"jnp.float32, jnp.float64); got {got}."
+        )
+    if jax.dtypes.canonicalize_dtype(dt) != dt:
+        raise ValueError(
+            f"{where}: compute_dtype={dt.name} needs jax_enable_x64 (otherwise JAX computes in "
+            f"{jax.dtypes.canonicalize_dtype(dt).name}); turn it on with "
+            "jax.config.update('jax_enable_x64', True) or pass compute_dtype=None."
+        )
+    return dt
+
+
+def default_chunk(T: int, B: int) -> int:
+    """The chunk length without remat: the largest divisor of T in ``[target / 2, target]`` with
+    ``target = CHUNK_ROWS / B`` (so no step is padded), else T itself (one chunk, as a plain scan)."""
+    target = max(1, CHUNK_ROWS // max(B, 1))
+    if T <= target:
+        return T
+    for k in range(target, max(1, target // 2) - 1, -1):
+        if T % k == 0:
+            return k
+    return T
+
+
+def check_remat(remat, backward: str, where: str):
+    if remat is None:
+        return None
+    if isinstance(remat, bool) or not isinstance(remat, int) or remat < 1:
+        raise ValueError(
+            f"{where}: remat must be None or a positive int k (keep every k-th carry); got {remat!r}."
+        )
+    if backward != "manual":
+        raise ValueError(f"{where}: remat applies to backward='manual' only; got backward={backward!r}.")
+    return remat
