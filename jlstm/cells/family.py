@@ -37,7 +37,7 @@ def _forward(spec: CellSpec, rates, theta, zx, zh, h_prev, c_prev, noise):
     if spec.layer_norm:
         nx, res["ln_x"] = ln(zx, theta["gamma_x"], theta["beta_x"])
         nh, res["ln_h"] = ln(zh, theta["gamma_h"], theta["beta_h"])
-        z = nx + nh + theta["b"]
+        z = nx + nh + theta["b"][None]
     else:
         z = zx + zh
     z = peephole.input_gates(_split(z, spec.gates), theta, c_prev)

@@ -23,12 +23,12 @@ def ln(v, gamma, beta):
     xc = v - mu
     rstd = 1 / jnp.sqrt(jnp.mean(xc * xc, axis=-1, keepdims=True) + EPS)
     xhat = xc * rstd
-    return gamma * xhat + beta, (xhat, rstd)
+    return gamma[None] * xhat + beta[None], (xhat, rstd)
 
 
 def ln_bwd(dy, saved, gamma):
     """``(dv, dgamma, dbeta)``; the parameters' gradients summed over the batch."""
     xhat, rstd = saved
-    g = dy * gamma
+    g = dy * gamma[None]
     dv = rstd * (g - jnp.mean(g, axis=-1, keepdims=True) - xhat * jnp.mean(g * xhat, axis=-1, keepdims=True))
     return dv, (dy * xhat).sum(0), dy.sum(0)

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 def input_gates(z: dict, theta: dict, c_prev):
     """``z^i += p_i * c_{t-1}``, ``z^f += p_f * c_{t-1}`` for the gates present (``z`` by gate name)."""
-    return {
-        g: v + theta[f"p_{g}"] * c_prev if g in ("i", "f") and f"p_{g}" in theta else v for g, v in z.items()
-    }
+    peeps = {g: theta[f"p_{g}"][None] * c_prev for g in ("i", "f") if f"p_{g}" in theta}
+    return {g: v + peeps[g] if g in peeps else v for g, v in z.items()}
 
 
 def output_gate(z_o, theta: dict, c):
     """``z^o += p_o * c_t``."""
-    return z_o + theta["p_o"] * c if "p_o" in theta else z_o
+    return z_o + theta["p_o"][None] * c if "p_o" in theta else z_o
 
 
 def output_gate_bwd(dz_o, theta: dict, c, grads: dict):
@@ -28,7 +27,7 @@ def output_gate_bwd(dz_o, theta: dict, c, grads: dict):
     if "p_o" not in theta:
         return 0
     grads["p_o"] = (dz_o * c).sum(0)
-    return dz_o * theta["p_o"]
+    return dz_o * theta["p_o"][None]
 
 
 def input_gates_bwd(dz: dict, theta: dict, c_prev, grads: dict):
@@ -37,5 +36,5 @@ def input_gates_bwd(dz: dict, theta: dict, c_prev, grads: dict):
     for g in ("i", "f"):
         if f"p_{g}" in theta:
             grads[f"p_{g}"] = (dz[g] * c_prev).sum(0)
-            out = out + dz[g] * theta[f"p_{g}"]
+            out = out + dz[g] * theta[f"p_{g}"][None]
     return out
