@@ -33,4 +33,4 @@ __all__ = [
     "stacked_lstm",
     "tbptt_value_and_grad",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

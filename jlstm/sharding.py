@@ -203,6 +203,6 @@ def make_sharded_train_step(
         # Shapes only: jit's lower() refuses arrays already placed with another sharding, call() does not.
         return jitted.lower(*jax.tree.map(_shape_of, (params, opt_state, batch)))
 
-    step.lower = lower
+    step.lower = lower  # type: ignore[attr-defined]  # jit's own lower(), for tests that read the HLO
     step.__doc__ = f"Data-parallel train step over {n} device(s) of mesh axis {DATA_AXIS!r}."
     return step

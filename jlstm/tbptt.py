@@ -94,7 +94,8 @@ def _cast_carry(loss_fn: Callable, params: Any, first: Any, carry: Any) -> Any:
     The scan's carry must keep one structure and dtype, e.g. a float32 cell state under bfloat16 compute.
     """
     out = jax.eval_shape(lambda c: loss_fn(params, first, c)[1], carry)
-    if jax.tree.structure(out) != jax.tree.structure(carry):
+    out_def: Any = jax.tree.structure(out)  # Any: jaxlib's PyTreeDef has no comparison in its stubs
+    if out_def != jax.tree.structure(carry):
         raise ValueError(
             "tbptt_value_and_grad: loss_fn must return a final carry shaped like the carry it takes; "
             f"got {jax.tree.structure(out)} for {jax.tree.structure(carry)}."

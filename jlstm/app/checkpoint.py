@@ -59,7 +59,7 @@ def save_checkpoint(path: Path, params, opt_state, step: int, wall_seconds: floa
     """Write ``(params, opt_state)`` and the step to ``path`` atomically (temp file, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     leaves = jax.tree.leaves((params, opt_state))
-    arrays = {f"leaf_{i:04d}": np.asarray(x) for i, x in enumerate(leaves)}
+    arrays: dict[str, Any] = {f"leaf_{i:04d}": np.asarray(x) for i, x in enumerate(leaves)}
     meta = {"step": step, "wall_seconds": wall_seconds, "config": dataclasses.asdict(config)}
     arrays["meta"] = np.asarray(json.dumps(meta))
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")

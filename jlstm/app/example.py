@@ -139,9 +139,9 @@ def replay() -> dict[str, np.ndarray]:
     dh, dc = 0.0, 0.0  # Delta out_1 = 0 and delta state_2 * f_2 = 0: no future steps
     for t in (1, 0):
         out[f"Delta_{t}"] = g(f"out_{t}") - ys[t, 0]
-        gates = jnp.asarray([g(f"{n}_{t}") for n in "aifo"])[None]
+        gates_t = jnp.asarray([g(f"{n}_{t}") for n in "aifo"])[None]
         st = backward_step(
-            gates, jnp.asarray([[g(f"state_{t}")]]), jnp.asarray([[c_prev[t]]]),
+            gates_t, jnp.asarray([[g(f"state_{t}")]]), jnp.asarray([[c_prev[t]]]),
             jnp.asarray([[g(f"Delta_{t}")]]), jnp.asarray([[dh]]), jnp.asarray([[dc]]),
         )  # fmt: skip
         out[f"delta out_{t}"] = np.asarray(st.delta_out)[0, 0]

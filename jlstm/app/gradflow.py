@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
+from jax.typing import ArrayLike
 
 from jlstm.app.tasks import adding_batch, dense
 from jlstm.core.backward import Trace
@@ -173,7 +174,7 @@ def _loss(kind: str):
 _test_mse = jax.jit(lambda kind, params, batch: _loss(kind)(params, batch), static_argnums=0)
 
 
-def gradient_profile(kind: str, params: dict, xs: jax.Array, ys: jax.Array) -> dict[str, np.ndarray]:
+def gradient_profile(kind: str, params: dict, xs: ArrayLike, ys: ArrayLike) -> dict[str, np.ndarray]:
     """Mean over the batch of ``||dL/dh_t||`` for each step ``t`` (and ``||dL/dc_t||`` for the LSTM).
 
     The LSTM's come from the hand-written backward (``trace_loss``); the RNN's from autodiff w.r.t. a
@@ -224,7 +225,8 @@ def run(cfg: StudyConfig = StudyConfig()) -> dict:
     T = cfg.seq_len
     xs, ys = adding_batch(np.random.default_rng([cfg.seed, T, 3]), cfg.n_probe, T)
     Xte, yte = adding_batch(np.random.default_rng([0, T, 2]), 1000, T)
-    rows, mse, decay, profiles = [], {}, {}, {}
+    rows, mse, profiles = [], {}, {}
+    decay: dict[str, dict[str, float]] = {}
     for name, (kind, params) in _models(cfg).items():
         mse[name] = {"init": float(_test_mse(kind, params, (Xte, yte)))}
         phases = [("init", params)]

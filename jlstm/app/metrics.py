@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TextIO
 
 METRICS = "metrics.jsonl"
 
@@ -47,7 +48,7 @@ class MetricsLog:
         if self._bar:
             self._bar_id = self._bar.add_task("train", total=steps, completed=start, loss=float("nan"),
                                               rate=0.0)  # fmt: skip
-        self._file = None
+        self._file: TextIO | None = None
 
     def __enter__(self) -> MetricsLog:
         if self._bar:
@@ -56,7 +57,8 @@ class MetricsLog:
         return self
 
     def __exit__(self, *exc) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         if self._bar:
             self._bar.stop()
 
@@ -75,6 +77,8 @@ class MetricsLog:
 
     def write(self, rec: dict) -> None:
         """Append a row to the file (flushed, so a killed run keeps it) and to the history; move the bar."""
+        if self._file is None:
+            raise RuntimeError("MetricsLog.write: use the log as a context manager (`with MetricsLog(...)`).")
         self._file.write(json.dumps(rec) + "\n")
         self._file.flush()
         self.history.append(rec)

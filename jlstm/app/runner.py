@@ -7,13 +7,11 @@
 - ``summary.json``: the task, steps, seed, ``final_loss``, ``wall_seconds``, the task's metric,
   ``params_digest`` (sha256 of the final parameters' bytes) and the resolved config;
 - ``loss.png`` (training loss and the task's metric against steps) and ``<task>.png`` (the task's figure);
-- ``checkpoint/state.npz``: parameters, optimizer state, step and elapsed time, written to a temporary
-  file and renamed over the previous one, which is kept as ``checkpoint/state.prev.npz``; a checkpoint
-  that cannot be read (truncated, corrupted) is reported and the previous one is used.
+- ``checkpoint/state.npz``: parameters, optimizer state, step and elapsed time, written to a temporary file
+  renamed over the previous one, kept as ``state.prev.npz`` and used when the latest cannot be read.
 
-A non-finite loss or non-finite parameters stop the run (``Diverged``) before anything is saved, so
-the last good checkpoint is never overwritten. An ``--out`` that cannot be written (a file in the way,
-a full disk) gives a ``RunError`` naming the path and the reason.
+A non-finite loss or parameters stop the run (``Diverged``) before anything is saved, so the last good
+checkpoint is never overwritten; an unwritable ``--out`` (a file in the way, a full disk) is a ``RunError``.
 
 The data order is a pure function of ``(seed, step)`` and the checkpoint holds the whole optimizer
 state, so ``resume=True`` after any interruption (Ctrl-C, SIGKILL) ends with the same
@@ -52,11 +50,9 @@ from jlstm.app.checkpoint import (
 from jlstm.app.metrics import plot_history
 
 # The checkpoint and metrics names are re-exported: callers and tests know them as runner.<name>.
-__all__ = [
-    "CHECKPOINT", "PREVIOUS", "Config", "Diverged", "Interrupted", "RunError", "load_checkpoint",
-    "load_latest_checkpoint", "make_mesh", "make_optimizer", "optimizer_fn", "params_digest",
-    "plot_history", "save_checkpoint", "train",
-]  # fmt: skip
+__all__ = ["CHECKPOINT", "PREVIOUS", "Config", "Diverged", "Interrupted", "Resolved", "RunError",
+           "load_checkpoint", "load_latest_checkpoint", "make_mesh", "make_optimizer", "optimizer_fn",
+           "params_digest", "plot_history", "save_checkpoint", "train"]  # fmt: skip
 
 log = logging.getLogger("jlstm.runner")
 
@@ -101,7 +97,7 @@ class Config:
         if self.optimizer is not None:
             optimizer_fn(self.optimizer)  # raises a ValueError naming the optimizers it knows
 
-    def resolved(self) -> Config:
+    def resolved(self) -> Resolved:
         """This config with every ``None`` replaced by the task's default."""
         defaults = tasks_lib.TASKS[self.task].defaults
         fill = {k: defaults[k] for k in defaults if getattr(self, k) is None}
@@ -109,7 +105,23 @@ class Config:
             fill["out"] = str(Path("runs") / self.task)
         if self.clip == 0:
             fill["clip"] = None
-        return dataclasses.replace(self, **fill)
+        return Resolved(**{**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, **fill})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resolved(Config):
+    """``Config.resolved()``: the task's defaults filled in, so every field but ``clip`` is set."""
+
+    steps: int
+    out: str
+    optimizer: str
+    lr: float
+    batch_size: int
+    hidden_size: int
+    seq_len: int
+    eval_every: int
+    checkpoint_every: int
+    log_every: int
 
 
 _OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adabelief", "lion", "nadam", "lamb",
@@ -125,7 +137,7 @@ def optimizer_fn(name: str):
     return getattr(optax, name)
 
 
-def make_optimizer(config: Config) -> optax.GradientTransformation:
+def make_optimizer(config: Resolved) -> optax.GradientTransformation:
     """The optax transformation of a resolved config: optional global-norm clipping, then the optimizer."""
     opt = optimizer_fn(config.optimizer)(learning_rate=config.lr)
     if config.clip:
@@ -136,7 +148,7 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
 # ------------------------------------------------------------------------------------------- the loop
 
 
-def make_mesh(config: Config):
+def make_mesh(config: Resolved):
     """The data-parallel mesh of a resolved config: ``config.devices`` local devices over the batch.
 
     ``None`` takes the most local devices (at most all) that divide the batch size, so a batch of 1
@@ -206,14 +218,14 @@ def _train(config: Config) -> dict:
     return _finish(cfg, problem, end, mlog, traces=len(traces), devices=mesh.size)
 
 
-def _finish(cfg: Config, problem, end: _Ended, mlog, *, traces: int, devices: int) -> dict:
+def _finish(cfg: Resolved, problem, end: _Ended, mlog, *, traces: int, devices: int) -> dict:
     """The final checkpoint, ``summary.json`` and the figures of a run that reached ``cfg.steps``."""
     out, start, wall_before, wall = Path(cfg.out), mlog.start, mlog.wall_before, mlog.wall()
     ckpt_path = out / CHECKPOINT
     check_finite(cfg.task, end.step, end.params, end.opt_state, None, ckpt_path)
     save_checkpoint(ckpt_path, end.params, end.opt_state, end.step, wall, cfg)
     ran_eval = end.last_eval is not None and start < cfg.steps
-    final_eval = end.last_eval if ran_eval else problem.evaluate(end.params)
+    final_eval = end.last_eval if end.last_eval is not None and ran_eval else problem.evaluate(end.params)
     summary = {
         "task": cfg.task,
         "steps": cfg.steps,
@@ -237,7 +249,7 @@ def _finish(cfg: Config, problem, end: _Ended, mlog, *, traces: int, devices: in
     return summary
 
 
-def _loop(cfg: Config, problem, step_fn, mesh, state: tuple, mlog: metrics.MetricsLog) -> _Ended:
+def _loop(cfg: Resolved, problem, step_fn, mesh, state: tuple, mlog: metrics.MetricsLog) -> _Ended:
     """Steps ``state[2] + 1`` to ``cfg.steps``: log, evaluate and checkpoint as configured.
 
     On Ctrl-C, checkpoints the last completed step (if it is finite) and raises ``Interrupted``.
@@ -269,10 +281,10 @@ def _loop(cfg: Config, problem, step_fn, mesh, state: tuple, mlog: metrics.Metri
             raise Diverged(diverged_message(cfg.task, done, what, ckpt_path)) from None
         save_checkpoint(ckpt_path, params, opt_state, done, mlog.wall(), cfg)
         raise Interrupted(done, Path(cfg.out)) from None
-    return _Ended(*state, last_loss, last_eval, extra)
+    return _Ended(state[0], state[1], state[2], last_loss, last_eval, extra)
 
 
-def _log_step(cfg: Config, problem, mlog: metrics.MetricsLog, done: int, params, m, evaluate: bool):
+def _log_step(cfg: Resolved, problem, mlog: metrics.MetricsLog, done: int, params, m, evaluate: bool):
     """Write the row of step ``done`` (evaluated if ``evaluate``); returns its loss and evaluation."""
     rec = mlog.row(done, m)
     if not np.isfinite(rec["loss"]):

@@ -59,7 +59,8 @@ def _from_flax_per_gate(tree: Mapping, where: str) -> LSTMParams:
         b.append(_array(where, f"{nh}.bias", kb, (H,), "[H]"))
         W.append(_array(where, f"{ni}.kernel", ki, (D, H), "[D, H]"))
         D = W[-1].shape[0]
-    return _params(*(np.concatenate(m, axis=-1) for m in (W, U, b)), FLAX_GATES)
+    W_, U_, b_ = (np.concatenate(m, axis=-1) for m in (W, U, b))
+    return _params(W_, U_, b_, FLAX_GATES)
 
 
 def from_flax(params) -> LSTMParams:

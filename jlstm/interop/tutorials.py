@@ -58,7 +58,8 @@ def from_ng(parameters: Mapping) -> LSTMParams:
         W.append(Wg[:, n_a:].T)
         U.append(Wg[:, :n_a].T)
         b.append(bg[:, 0])
-    return _params(*(np.concatenate(m, axis=-1) for m in (W, U, b)), JLSTM_GATES)
+    W_, U_, b_ = (np.concatenate(m, axis=-1) for m in (W, U, b))
+    return _params(W_, U_, b_, JLSTM_GATES)
 
 
 def to_ng(params: LSTMParams) -> dict[str, np.ndarray]:
@@ -125,7 +126,8 @@ def from_seo(weights: Mapping) -> LSTMParams:
         b = [_array(where, f"b{g}", weights[f"b{g}"], (H,), "[H]") for g in SEO_GATES]
     else:
         b = [np.zeros(H, U[0].dtype)] * 4
-    return _params(*(np.concatenate(m, axis=-1) for m in (W, U, b)), SEO_GATES)
+    W_, U_, b_ = (np.concatenate(m, axis=-1) for m in (W, U, b))
+    return _params(W_, U_, b_, SEO_GATES)
 
 
 def to_seo(params: LSTMParams) -> dict[str, np.ndarray]:

@@ -68,6 +68,6 @@ def plain(prob: Problem, dt) -> Impl:
     W, U, b, xs, ys = (jnp.asarray(a, dt) for a in (prob.W, prob.U, prob.b, prob.xs, prob.ys))
 
     def step(params, xs, ys):
-        return jax.value_and_grad(lambda p: jnp.sum(plain_lstm(*p, xs) * ys))(params)
+        return jax.value_and_grad(lambda p: jnp.sum(plain_lstm(p[0], p[1], p[2], xs) * ys))(params)
 
     return jax_impl(step, ((W, U, b), xs, ys), flat_jlstm)

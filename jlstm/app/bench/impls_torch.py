@@ -11,6 +11,12 @@ from jlstm.app.bench.problem import Problem, from_ifgo, to_ifgo
 from jlstm.app.bench.registry import Impl, implementation, on_gpu
 
 
+def _grad(p) -> np.ndarray:
+    if p.grad is None:  # loss.backward() ran, so only a parameter outside the graph has none
+        raise RuntimeError("bench torch: a parameter received no gradient.")
+    return p.grad.cpu().numpy()
+
+
 def _torch_impl(prob: Problem, dt, device: str) -> Impl:
     import torch
 
@@ -19,11 +25,13 @@ def _torch_impl(prob: Problem, dt, device: str) -> Impl:
     tdt = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[np.dtype(dt)]
     T, B, D, H = prob.shape
     mod = torch.nn.LSTM(D, H, batch_first=True).to(device=device, dtype=tdt)
+    names = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+    w_ih, w_hh, b_ih, b_hh = (mod.get_parameter(n) for n in names)
     with torch.no_grad():
-        mod.weight_ih_l0.copy_(torch.from_numpy(to_ifgo(prob.W).T.copy()))
-        mod.weight_hh_l0.copy_(torch.from_numpy(to_ifgo(prob.U).T.copy()))
-        mod.bias_ih_l0.copy_(torch.from_numpy(to_ifgo(prob.b).copy()))
-        mod.bias_hh_l0.zero_()
+        w_ih.copy_(torch.from_numpy(to_ifgo(prob.W).T.copy()))
+        w_hh.copy_(torch.from_numpy(to_ifgo(prob.U).T.copy()))
+        b_ih.copy_(torch.from_numpy(to_ifgo(prob.b).copy()))
+        b_hh.zero_()
     txs, tys = (torch.from_numpy(np.asarray(a)).to(device=device, dtype=tdt) for a in (prob.xs, prob.ys))
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
@@ -37,7 +45,7 @@ def _torch_impl(prob: Problem, dt, device: str) -> Impl:
 
     def grads():
         loss = run()
-        g = [p.grad.cpu().numpy() for p in (mod.weight_ih_l0, mod.weight_hh_l0, mod.bias_ih_l0)]
+        g = [_grad(p) for p in (w_ih, w_hh, b_ih)]
         return (float(loss.detach().cpu()), from_ifgo(g[0].T), from_ifgo(g[1].T), from_ifgo(g[2]))
 
     return Impl("", run, grads, None)

@@ -86,5 +86,6 @@ def parse_sizes(text: str) -> list[tuple[int, int, int, int]]:
         vals = part.split(",")
         if len(vals) != 4 or not all(v.isdigit() and int(v) > 0 for v in vals):
             raise ValueError(f"sizes: each size must be T,B,D,H (positive ints); got {part!r}.")
-        sizes.append(tuple(int(v) for v in vals))
+        T, B, D, H = (int(v) for v in vals)
+        sizes.append((T, B, D, H))
     return sizes

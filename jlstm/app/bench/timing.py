@@ -7,6 +7,7 @@ import logging
 import statistics
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,7 @@ def _matmul_impl(n: int = 1024) -> Impl:
 
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     f = jax.jit(lambda x, y: x @ y).lower(a, a).compile()
-    return Impl(f"matmul{n}", lambda: jax.block_until_ready(f(a, a)), lambda: None)
+    return Impl(f"matmul{n}", lambda: jax.block_until_ready(f(a, a)), lambda: ())
 
 
 def _build_all(prob, impls: Sequence[str]) -> list[Impl]:
@@ -100,7 +101,8 @@ def run_size(T: int, B: int, D: int, H: int, *, impls: Sequence[str] | None = No
     cpu.pop(mm.name)
     fl = flops(T, B, D, H)
     torch_ref = "torch_cuda" if "torch_cuda" in times else "torch"
-    rec = {"size": {"T": T, "B": B, "D": D, "H": H}, "matmul_gflops": mm_gflops, "grad_rtol": rtol}
+    rec: dict[str, Any] = {"size": {"T": T, "B": B, "D": D, "H": H}, "matmul_gflops": mm_gflops}
+    rec["grad_rtol"] = rtol
     rec["torch_ref"], rec["impls"] = (torch_ref if torch_ref in times else None), {}
     for impl in built:
         t = times[impl.name]

@@ -63,7 +63,7 @@ def maxdiff(a, b) -> float:
 
 
 def dtype():
-    return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    return jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32
 
 
 def dtype_name() -> str:

@@ -50,12 +50,12 @@ def flax_nnx_rows(key, s: Sizes) -> list[ParityRow]:
 
         def f(state, xs, carry, graphdef=graphdef):
             m = nnx.merge(graphdef, state)
-            flax_carry, hs = interop.to_flax_carry(carry), []
+            flax_carry, steps = interop.to_flax_carry(carry), []
             for t in range(s.T):
                 flax_carry, h = m(flax_carry, xs[:, t])
-                hs.append(h)
+                steps.append(h)
             c, h = flax_carry
-            hs = jnp.stack(hs, axis=1)
+            hs = jnp.stack(steps, axis=1)
             return loss(hs, h, c), (hs, h, c)
 
         (_, out), (gs, gx, gc) = jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True))(

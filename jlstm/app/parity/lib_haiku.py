@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
@@ -19,7 +21,7 @@ def haiku_rows(key, s: Sizes) -> list[ParityRow]:
         hs, st = hk.dynamic_unroll(hk.LSTM(s.H), jnp.swapaxes(xs, 0, 1), hk.LSTMState(*carry))
         return jnp.swapaxes(hs, 0, 1), st
 
-    f_hk = hk.without_apply_rng(hk.transform(unroll))
+    f_hk: Any = hk.without_apply_rng(hk.transform(unroll))  # Any: haiku's stubs lose init/apply here
     params = f_hk.init(jax.random.fold_in(key, 1), xs, (h0, c0))
     lin = params["lstm/linear"]  # haiku initialises b to zero: randomise it so the bias path is tested
     params = {

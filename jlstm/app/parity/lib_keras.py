@@ -37,6 +37,9 @@ def keras_rows(key, s: Sizes) -> list[ParityRow]:
         (_, out), (gw, gx, gc) = jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True))(
             trainable, xs, (h0, c0)
         )
-    diffs = compare_single(interop.from_keras(layer), xs, (h0, c0), out, (interop.from_keras(gw), gx, gc))
+    out_diff, grad_diff = compare_single(
+        interop.from_keras(layer), xs, (h0, c0), out, (interop.from_keras(gw), gx, gc)
+    )
     note = "keras computes tanh in float32 on JAX" if dtype() == jnp.float64 else ""
-    return [ParityRow(f"keras {keras.__version__} (jax)", "LSTM", dtype_name(), *diffs, note=note)]
+    name = f"keras {keras.__version__} (jax)"
+    return [ParityRow(name, "LSTM", dtype_name(), out_diff, grad_diff, note=note)]

@@ -47,7 +47,7 @@ def build(seed: int, batch_size: int, hidden_size: int, seq_len: int) -> Problem
         return l2_loss(lstm(params["lstm"], bx)[0], by), {}
 
     loss_jit = jax.jit(lambda p: loss(p, (xs, ys))[0])
-    outs_jit = jax.jit(lambda p: lstm(p["lstm"], xs)[0][:, 0])
+    outs_jit = jax.jit(lambda p: lstm(p["lstm"], jnp.asarray(xs))[0][:, 0])
 
     def batch(step):
         return xs, ys  # the whole two-step sequence every step, as in the source
