@@ -31,13 +31,16 @@ def init(key: jax.Array, input_size: int, hidden_size: int, *, forget_bias: floa
     """Initialise an LSTM layer, the source's cell or a variant.
 
     Args:
-      key: a PRNG key.  input_size: D.  hidden_size: H, the width of the cell state.
+      key: a PRNG key.
+      input_size: D.
+      hidden_size: H, the width of the cell state.
       forget_bias: the initial bias of the forget gate (1.0, Gers et al. 2000).
       dtype: the parameters' dtype.
       peephole: diagonal peepholes ``p_i, p_f, p_o [H]`` (Gers & Schmidhuber 2000; o reads the new c).
       proj_size: R < H, a projection ``P [H, R]`` of the output (LSTMP, ``torch.nn.LSTM(proj_size)``).
       layer_norm: Ba et al.'s layer-normalised LSTM (haste ``LayerNormLSTM``).
-      cell_clip, proj_clip: bounds of the carried cell state and of the projection (TF1 ``LSTMCell``).
+      cell_clip: the bound of the carried cell state (TF1 ``LSTMCell(cell_clip)``).
+      proj_clip: the bound of the projection (TF1 ``LSTMCell(proj_clip)``); needs ``proj_size``.
       variant: one of Greff et al.'s ``"NIG", "NFG", "NOG", "NIAF", "NOAF", "CIFG"``, or None.
 
     Returns:

@@ -22,7 +22,7 @@ app = typer.Typer(
 
 # The names of jlstm.tasks.TASKS (kept here so that `jlstm --help` does not import JAX).
 TASK_NAMES = ("digits", "adding", "charlm", "gomez")
-Task = Enum("Task", {n: n for n in TASK_NAMES}, type=str)
+Task = Enum("Task", [(n, n) for n in TASK_NAMES], type=str)  # type: ignore[misc]
 
 
 def _logging(quiet: bool = False) -> None:
@@ -259,8 +259,41 @@ def bench(
     typer.echo((Path(out) / "bench.md").read_text())
 
 
+@app.command()
+def odyssey(
+    quick: Annotated[bool, typer.Option("--quick", help="The CI smoke test (a minute or two).")] = False,
+    out: Annotated[str, typer.Option(help="Output directory.")] = "runs/odyssey",
+    trials: Annotated[int | None, typer.Option(min=2, help="Trials per variant and task.")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="SGD steps per trial.")] = None,
+    tasks: Annotated[str | None, typer.Option(help="Comma-separated: jsb,digitstream,charlm.")] = None,
+    variants: Annotated[str | None, typer.Option(help="Comma-separated: V,NIG,NFG,...,CIFG.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random search and of the data order.")] = 0,
+) -> None:
+    """Greff et al.'s LSTM variants x tasks x vmapped random search, Welch's t-tests against V; writes
+    summary.json, trials.csv, plots and report.md into --out (about an hour; needs jlstm[odyssey])."""
+    from jlstm.app import odyssey as ody
+
+    try:
+        config = ody.from_options(quick, out, trials, steps, tasks, variants, seed)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    _logging()
+    try:
+        typer.echo(ody.report.short(ody.run(config)))
+    except ody.MissingExtra as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
 def main() -> None:
-    app()
+    """The ``jlstm`` command; without the plotting or data libraries, one line naming the extra (exit 2)."""
+    try:
+        app()
+    except ModuleNotFoundError as e:  # parity and bench skip a missing framework themselves
+        if (missing := (e.name or "").partition(".")[0]) not in ("matplotlib", "sklearn"):
+            raise
+        typer.echo(f"jlstm: needs {missing}, not installed: pip install 'jlstm[experiments]'", err=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -137,7 +137,7 @@ def check_cell(
 
     Needs ``jax.config.update("jax_enable_x64", True)``.
     """
-    if not jax.config.jax_enable_x64:
+    if not jax.config.read("jax_enable_x64"):
         raise RuntimeError("check_cell: needs float64; call jax.config.update('jax_enable_x64', True) first.")
     params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
     key = jax.random.key(seed)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 
+import jax
 import jax.numpy as jnp
 
 from jlstm.cells import greff, peephole
@@ -62,7 +63,7 @@ def _forward(spec: CellSpec, rates, theta, zx, zh, h_prev, c_prev, noise):
 
 
 def _backward(spec: CellSpec, rates, theta, res, c_prev, c, g_h, dh, dc, noise):
-    grads = {}
+    grads: dict[str, jax.Array] = {}
     v = spec.variant
     a, s = res["a"], res["s"]
     i = res.get("i", 1.0)
@@ -86,11 +87,13 @@ def _backward(spec: CellSpec, rates, theta, res, c_prev, c, g_h, dh, dc, noise):
     dc_prev = dc_prev + peephole.input_gates_bwd(dz, theta, c_prev, grads)  # + delta z^{i,f} * p_{i,f}
     if dc_direct is not None:
         dc_prev = dc_prev + dc_direct
-    dzx = dzh = jnp.concatenate([dz[g] for g in spec.gates], axis=-1)
+    dzx = jnp.concatenate([dz[g] for g in spec.gates], axis=-1)
+    dzh: jax.Array | None = dzx
     if spec.layer_norm:
         grads["b"] = dzx.sum(0)
+        dzx_raw = dzx
         dzx, grads["gamma_x"], grads["beta_x"] = ln_bwd(dzx, res["ln_x"], theta["gamma_x"])
-        dzh, grads["gamma_h"], grads["beta_h"] = ln_bwd(dzh, res["ln_h"], theta["gamma_h"])
+        dzh, grads["gamma_h"], grads["beta_h"] = ln_bwd(dzx_raw, res["ln_h"], theta["gamma_h"])
     else:
         dzh = None
     return CellGrads(dzx, dzh, dh_direct, dc_prev, grads, ds)

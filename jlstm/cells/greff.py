@@ -18,10 +18,12 @@ import jax
 import jax.numpy as jnp
 
 
-def gates(z: dict, variant):
-    """Block input and input/forget gates ``(a, i, f)`` from the pre-activations by name."""
+def gates(z: dict, variant) -> tuple[jax.Array, jax.Array | float, jax.Array | float]:
+    """Block input and input/forget gates ``(a, i, f)`` from the pre-activations by name (1.0 for a gate
+    the variant removes)."""
     a = z["a"] if variant == "NIAF" else jnp.tanh(z["a"])
-    i = jax.nn.sigmoid(z["i"]) if "i" in z else 1.0
+    i: jax.Array | float = jax.nn.sigmoid(z["i"]) if "i" in z else 1.0
+    f: jax.Array | float
     if "f" in z:
         f = jax.nn.sigmoid(z["f"])
     else:

@@ -16,6 +16,7 @@ VARIANTS: dict[str | None, tuple[str, ...]] = {
     "NOAF": ("a", "i", "f", "o"),  # no output activation: h = o * c
     "CIFG": ("a", "i", "o"),  # coupled input and forget gate: f = 1 - i
 }
+"""The gate blocks each variant keeps, by name (``None``: the full cell), in jlstm's order a, i, f, o."""
 
 
 @dataclasses.dataclass(frozen=True)

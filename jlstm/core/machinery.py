@@ -103,7 +103,7 @@ def chunk_backward(cell: Cell, theta, U, U_T, res, c_prevs, c_end, g_ys, mask, n
         if m is not None:
             dh_prev, dc_prev = jnp.where(mm, dh_prev, dh), jnp.where(mm, dc_prev, dc)
         dth = jax.tree.map(jnp.add, dth, s.dtheta)
-        out = (dzx, None if s.dzh is None else dzh)
+        out: tuple = (dzx, None if s.dzh is None else dzh)
         if trace:
             out = out + ((g + dh_in, s.delta_state, dh_prev),)
         return (dh_prev, dc_prev, c_prev, dth), out
@@ -120,7 +120,8 @@ def forward(cell: Cell, plan: Plan, theta, W, U, b, xs, h0, c0, inputs: Inputs, 
 
     def step(carry, inp):
         x_c, m_c, n_c = inp
-        (h, c), (ys, res, c_prevs) = chunk_forward(cell, theta, W, U, b, x_c, *carry, m_c, n_c, mx, mh)
+        h, c = carry
+        (h, c), (ys, res, c_prevs) = chunk_forward(cell, theta, W, U, b, x_c, h, c, m_c, n_c, mx, mh)
         saved = (carry,) if plan.remat else (carry, res, c_prevs)
         return (h, c), (ys, saved)
 

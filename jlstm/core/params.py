@@ -7,9 +7,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-#: Gate blocks along the last axis of ``W``, ``U`` and ``b``, in the source's order:
-#: input activation ``a`` (tanh), input gate ``i``, forget gate ``f``, output gate ``o``.
 GATE_ORDER: tuple[str, ...] = ("a", "i", "f", "o")
+"""Gate blocks along the last axis of ``W``, ``U`` and ``b``, in the source's order: input activation
+``a`` (tanh), input gate ``i``, forget gate ``f``, output gate ``o``."""
 
 
 class LSTMParams(NamedTuple):
