@@ -113,3 +113,14 @@ def test_study_smoke(tmp_path):
     assert set(saved["decay"]["tanh RNN"]) == {"init", "trained"}
     assert saved["test_mse"]["tanh RNN"]["init"] > 0
     assert "tanh RNN" in gradflow.describe(result)
+
+
+def test_study_takes_cell_variants(tmp_path):
+    cfg = gradflow.StudyConfig(steps=1, seq_len=6, hidden_size=4, batch_size=4, n_probe=5, forget_biases=(),
+                               variants=("peephole", "NFG"), out=str(tmp_path))  # fmt: skip
+    models = gradflow._models(cfg)
+    assert list(models) == ["LSTM, peephole", "LSTM, NFG", "tanh RNN"]
+    assert models["LSTM, NFG"][1]["core"].spec == jlstm.CellSpec(variant="NFG", peephole=True)
+    result = gradflow.run(cfg)
+    # Its gradients come from lstm_trace of the NFG cell's own hand-written backward.
+    assert np.isfinite(result["decay"]["LSTM, NFG"]["trained"]) and result["decay"]["LSTM, NFG"]["init"] > 0

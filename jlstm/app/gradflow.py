@@ -26,13 +26,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax import lax
 from jax.typing import ArrayLike
 
+from jlstm.app.rnn import rnn, rnn_init
 from jlstm.app.tasks import adding_batch, dense
 from jlstm.core.backward import Trace
-from jlstm.core.params import LSTMParams, LSTMState, init
-from jlstm.functional import lstm, lstm_trace
+from jlstm.core.params import LSTMParams, LSTMState
+from jlstm.functional import init, lstm, lstm_trace
 from jlstm.train import make_train_step
 
 log = logging.getLogger("jlstm.gradflow")
@@ -90,39 +90,6 @@ def trace_loss(
     return LossTrace(loss, dparams, dxs, dcarry0, tr)
 
 
-# ---------------------------------------------------------------------------------------- tanh RNN
-
-
-def rnn_init(key: jax.Array, input_size: int, hidden_size: int) -> dict:
-    """A vanilla tanh RNN ``h_t = tanh(x_t W + h_{t-1} U + b)`` initialised like ``jlstm.init``."""
-    bound = 1.0 / math.sqrt(hidden_size)
-    kw, ku = jax.random.split(key)
-    return {
-        "W": jax.random.uniform(kw, (input_size, hidden_size), jnp.float32, -bound, bound),
-        "U": jax.random.uniform(ku, (hidden_size, hidden_size), jnp.float32, -bound, bound),
-        "b": jnp.zeros((hidden_size,), jnp.float32),
-    }
-
-
-def rnn(params: dict, xs: jax.Array, eps: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-    """Run the tanh RNN over ``xs [B, T, D]``; returns ``hs [B, T, H]`` and ``h_T [B, H]``.
-
-    ``eps [B, T, H]``, if given, is added to each ``h_t`` (zero in value; its gradient is dL/dh_t).
-    """
-    B, T, _ = xs.shape
-    H = params["U"].shape[0]
-    zx = jnp.swapaxes(dense({"w": params["W"], "b": params["b"]}, xs), 0, 1)  # [T, B, H]
-    e = jnp.zeros((T, B, H), zx.dtype) if eps is None else jnp.swapaxes(eps, 0, 1)
-
-    def body(h, inp):
-        z, e_t = inp
-        h = jnp.tanh(z + h @ params["U"]) + e_t
-        return h, h
-
-    hT, hs = lax.scan(body, jnp.zeros((B, H), zx.dtype), (zx, e))
-    return jnp.swapaxes(hs, 0, 1), hT
-
-
 # ------------------------------------------------------------------------------------------- study
 
 
@@ -137,6 +104,7 @@ class StudyConfig:
     lr: float = 3e-3
     clip: float = 1.0
     forget_biases: tuple[float, ...] = (0.0, 1.0, 3.0)
+    variants: tuple[str, ...] = ()  # cell variants too (forget bias 1): "peephole", "NFG", "CIFG", ...
     n_probe: int = 256  # sequences over which the gradient norms are averaged
     seed: int = 0
     out: str = "runs/gradflow"
@@ -148,14 +116,25 @@ def _models(cfg: StudyConfig) -> dict[str, tuple[str, dict]]:
     out = {}
     for i, fb in enumerate(cfg.forget_biases):
         k1, k2 = jax.random.split(jax.random.fold_in(key, i))
-        head = {"w": jax.random.uniform(k2, (H, 1), jnp.float32, -1 / math.sqrt(H), 1 / math.sqrt(H)),
-                "b": jnp.zeros((1,), jnp.float32)}  # fmt: skip
-        out[f"LSTM, forget bias {fb:g}"] = ("lstm", {"core": init(k1, 2, H, forget_bias=fb), "head": head})
+        out[f"LSTM, forget bias {fb:g}"] = (
+            "lstm",
+            {"core": init(k1, 2, H, forget_bias=fb), "head": _head(k2, H)},
+        )
+    for j, name in enumerate(cfg.variants):
+        k1, k2 = jax.random.split(jax.random.fold_in(key, 100 + j))
+        opts = {"peephole": True} | ({} if name == "peephole" else {"variant": name})
+        out[f"LSTM, {name}"] = ("lstm", {"core": init(k1, 2, H, **opts), "head": _head(k2, H)})
     k1, k2 = jax.random.split(jax.random.fold_in(key, len(cfg.forget_biases)))
-    head = {"w": jax.random.uniform(k2, (H, 1), jnp.float32, -1 / math.sqrt(H), 1 / math.sqrt(H)),
-            "b": jnp.zeros((1,), jnp.float32)}  # fmt: skip
-    out["tanh RNN"] = ("rnn", {"core": rnn_init(k1, 2, H), "head": head})
+    out["tanh RNN"] = ("rnn", {"core": rnn_init(k1, 2, H), "head": _head(k2, H)})
     return out
+
+
+def _head(key, H):
+    bound = 1 / math.sqrt(H)
+    return {
+        "w": jax.random.uniform(key, (H, 1), jnp.float32, -bound, bound),
+        "b": jnp.zeros((1,), jnp.float32),
+    }
 
 
 def _head_mse(head, h, ys):
