@@ -1,0 +1,202 @@
+"""jlstm as Equinox modules: ``LSTM`` and ``StackedLSTM``. Parameters ``W [D, 4H]``, ``U [H, 4H]``,
+``b [4H]`` in jlstm's layout and gate order (a, i, f, o), plus a variant's own under ``extra``; the
+state is ``(h, c)``, as ``eqx.nn.LSTMCell``; the backward pass is jlstm's hand-written one.
+
+A call takes one example ``xs [T, D]`` (batch it with ``jax.vmap``, Equinox's idiom) and also accepts
+leading batch axes ``xs [..., T, D]`` directly.
+
+Example:
+  >>> from jlstm.nn.equinox import LSTM
+  >>> layer = LSTM(8, 32, key=jax.random.key(0))
+  >>> hs, (h, c) = jax.vmap(layer)(xs, length=lengths)          # xs [B, T, 8], lengths [B]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+import jlstm
+from jlstm.nn import _common as C
+
+
+def _pick(arg, attr):
+    return attr if arg is None else arg
+
+
+def _train_key(where: str, needed: bool, inference: bool, key):
+    """The key the stochastic options draw from, or None in inference mode."""
+    if not needed or inference:
+        return None
+    if key is None:
+        raise ValueError(
+            f"{where}: zoneout or dropout in training mode needs key=...: pass a PRNG key to the call "
+            "(under jax.vmap, one per example: key=jax.random.split(key, batch)), or evaluate with "
+            "inference=True (eqx.nn.inference_mode(model))."
+        )
+    return key
+
+
+class LSTM(eqx.Module):
+    """An LSTM layer over whole sequences, computed by ``jlstm.lstm`` (hand-written backward).
+
+    Args:
+      input_size: D. hidden_size: H. key: a PRNG key for the initialisation.
+      forget_bias: the forget gate's initial bias (``jlstm.init``).
+      peephole, proj_size, layer_norm, cell_clip, proj_clip, variant: the cell (``jlstm.init``).
+      zoneout: a rate or ``(rate_c, rate_h)``. recurrent_dropout: a rate on ``h`` (one mask per sequence
+        per gate) or a ``jlstm.RecurrentDropout``. dropout: dropout on ``x`` (one mask per sequence).
+        They draw from the call's ``key`` unless ``inference`` (``eqx.nn.inference_mode``).
+      reverse: run each sequence from its end (outputs stay aligned with the inputs).
+      backward: ``"manual"`` or ``"autodiff"``. remat: ``jlstm.lstm``'s remat.
+      compute_dtype: ``jlstm.lstm``'s compute dtype. dtype: the parameters' dtype.
+
+    Fields: ``W``, ``U``, ``b``, ``extra`` (the variant's own parameters by name: ``p_i``, ``P``, ...);
+    ``.params`` gives them as ``jlstm.LSTMParams``/``CellParams``.
+    """
+
+    W: jax.Array
+    U: jax.Array
+    b: jax.Array
+    extra: dict
+    inference: bool
+    spec: Any = eqx.field(static=True)
+    input_size: int = eqx.field(static=True)
+    hidden_size: int = eqx.field(static=True)
+    zoneout: Any = eqx.field(static=True)
+    recurrent_dropout: Any = eqx.field(static=True)
+    dropout: float = eqx.field(static=True)
+    reverse: bool = eqx.field(static=True)
+    backward: str = eqx.field(static=True)
+    remat: int | None = eqx.field(static=True)
+    compute_dtype: Any = eqx.field(static=True)
+
+    def __init__(self, input_size: int, hidden_size: int, *, forget_bias: float = 1.0,
+                 peephole=False, proj_size=None, layer_norm=False, cell_clip=None,
+                 proj_clip=None, variant=None, zoneout=None, recurrent_dropout=None,
+                 dropout: float = 0.0, inference: bool = False, reverse: bool = False,
+                 backward: str = "manual", remat=None, compute_dtype=None,
+                 dtype=jnp.float32, key: jax.Array):  # fmt: skip
+        options = C.init_options(peephole=peephole, proj_size=proj_size,
+                                 layer_norm=layer_norm, cell_clip=cell_clip,
+                                 proj_clip=proj_clip, variant=variant)  # fmt: skip
+        arrays, self.spec = C.init_arrays(
+            key, input_size, hidden_size, forget_bias=forget_bias, dtype=dtype, options=options
+        )
+        self.W, self.U, self.b = arrays.pop("W"), arrays.pop("U"), arrays.pop("b")
+        self.extra = arrays
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.zoneout, self.recurrent_dropout, self.dropout = zoneout, recurrent_dropout, dropout
+        self.inference, self.reverse = inference, reverse
+        self.backward, self.remat, self.compute_dtype = backward, remat, compute_dtype
+
+    @property
+    def params(self):
+        """The functional parameters (``jlstm.LSTMParams`` or ``jlstm.CellParams``)."""
+        return C.from_arrays({"W": self.W, "U": self.U, "b": self.b, **self.extra}, self.spec)
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether the layer draws masks in training."""
+        return C.stochastic(self.zoneout, C.recurrent_dropout(self.recurrent_dropout, self.dropout))
+
+    def lstm_options(self, key=None) -> dict:
+        """``jlstm.lstm``'s keyword arguments for this layer; ``key`` None runs evaluation mode."""
+        return C.lstm_kwargs(backward=self.backward, remat=self.remat,
+                             compute_dtype=self.compute_dtype, zoneout=self.zoneout,
+                             rdropout=C.recurrent_dropout(self.recurrent_dropout, self.dropout),
+                             key=key)  # fmt: skip
+
+    def __call__(self, xs: jax.Array, state=None, *, length=None, key=None, inference=None):
+        """Run over ``xs [T, D]`` (or ``[..., T, D]``).
+
+        Args:
+          state: the initial ``(h, c)``, each ``[H]`` (``[..., H]``; h ``[proj_size]``); None: zeros.
+          length: the number of valid steps (an int, or ``[...]`` with batch axes; right padding):
+            padded outputs are zero, the state is the one at the last valid step (``state`` for 0).
+          key: a PRNG key for zoneout/dropout in training (one per example under ``jax.vmap``).
+          inference: overrides the field (``eqx.nn.inference_mode`` sets it).
+
+        Returns:
+          ``(hs [..., T, H], jlstm.LSTMState(h, c))``.
+        """
+        where = "jlstm.nn.equinox.LSTM"
+        params = self.params
+        D, H, R = C.sizes(params)
+        xs = C.check_inputs(where, "xs", xs, D, size_name="input_size")
+        batch = xs.shape[:-2]
+        if length is not None:
+            length = C.check_lengths(where, "length", jnp.asarray(length), batch)
+        carry = None if state is None else C.check_carry(where, "state", state, ("h", "c"), batch, H, R)
+        key = _train_key(where, self.stochastic, _pick(inference, self.inference), key)
+        kw = self.lstm_options(key)
+        return jlstm.lstm(params, xs, carry, lengths=length, reverse=self.reverse, **kw)
+
+    def step(self, carry, x: jax.Array):
+        """One evaluation-mode step for decoders: ``((h, c), x [..., D]) -> (LSTMState(h, c), h)``."""
+        where = "jlstm.nn.equinox.LSTM.step"
+        params = self.params
+        D, H, R = C.sizes(params)
+        x = C.check_inputs(where, "x", x, D, size_name="input_size", min_ndim=1)
+        return jlstm.cell(params, C.check_carry(where, "carry", carry, ("h", "c"), x.shape[:-1], H, R), x)
+
+
+class StackedLSTM(eqx.Module):
+    """Layers of LSTMs (``jlstm.stacked_lstm``), optionally bidirectional.
+
+    Args:
+      input_size, hidden_size: D and H. num_layers: the number of layers. key: for the initialisation.
+      bidirectional: each layer a forward and a backward LSTM, outputs concatenated (2H).
+      dropout: dropout **between layers** (none after the last), drawn from the call's ``key``.
+      inference: as ``LSTM``.
+      **layer_options: every layer's ``LSTM`` options (forget_bias, the cell options, zoneout,
+        recurrent_dropout, backward, remat, compute_dtype, dtype).
+
+    Call: ``(xs [..., T, D], state=None, *, length=None, key=None, inference=None) -> (hs, states)``;
+    ``state``/``states`` hold one ``(h, c)`` per layer (a pair of them per bidirectional layer).
+    """
+
+    layers: list
+    inference: bool
+    bidirectional: bool = eqx.field(static=True)
+    dropout: float = eqx.field(static=True)
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int, *,
+                 bidirectional=False, dropout: float = 0.0, inference: bool = False,
+                 key: jax.Array, **layer_options):  # fmt: skip
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+            raise ValueError(
+                f"jlstm.nn.equinox.StackedLSTM: num_layers must be a positive int; got {num_layers!r}."
+            )
+        n_dir = 2 if bidirectional else 1
+        keys = jax.random.split(key, (num_layers, 2))
+        width = (layer_options.get("proj_size") or hidden_size) * n_dir
+        layers = []
+        for n in range(num_layers):
+            pair = tuple(
+                LSTM(input_size if n == 0 else width, hidden_size, key=k, **layer_options)
+                for k in keys[n][:n_dir]
+            )
+            layers.append(pair if bidirectional else pair[0])
+        self.layers, self.inference = layers, inference
+        self.bidirectional, self.dropout = bidirectional, dropout
+
+    @property
+    def params(self) -> list:
+        if self.bidirectional:
+            return [(f.params, b.params) for f, b in self.layers]
+        return [layer.params for layer in self.layers]
+
+    def __call__(self, xs, state=None, *, length=None, key=None, inference=None):
+        where = "jlstm.nn.equinox.StackedLSTM"
+        first = self.layers[0][0] if self.bidirectional else self.layers[0]
+        key = _train_key(where, self.dropout > 0 or first.stochastic, _pick(inference, self.inference), key)
+        length = None if length is None else jnp.asarray(length)
+        return C.stacked_call(where, self.params, xs, carries=state, lengths=length,
+                              bidirectional=self.bidirectional, order=("h", "c"),
+                              names=("xs", "length", "state"),
+                              dropout=self.dropout if key is not None else 0.0, key=key,
+                              **first.lstm_options())  # fmt: skip
