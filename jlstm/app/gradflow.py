@@ -122,7 +122,7 @@ def _models(cfg: StudyConfig) -> dict[str, tuple[str, dict]]:
         )
     for j, name in enumerate(cfg.variants):
         k1, k2 = jax.random.split(jax.random.fold_in(key, 100 + j))
-        opts = {"peephole": True} | ({} if name == "peephole" else {"variant": name})
+        opts: dict = {"peephole": True} | ({} if name == "peephole" else {"variant": name})
         out[f"LSTM, {name}"] = ("lstm", {"core": init(k1, 2, H, **opts), "head": _head(k2, H)})
     k1, k2 = jax.random.split(jax.random.fold_in(key, len(cfg.forget_biases)))
     out["tanh RNN"] = ("rnn", {"core": rnn_init(k1, 2, H), "head": _head(k2, H)})

@@ -186,11 +186,14 @@ class StackedLSTM(eqx.Module):
 
     @property
     def params(self) -> list:
+        """The functional parameters: the list ``jlstm.stacked_lstm`` takes (pairs when bidirectional)."""
         if self.bidirectional:
             return [(f.params, b.params) for f, b in self.layers]
         return [layer.params for layer in self.layers]
 
     def __call__(self, xs, state=None, *, length=None, key=None, inference=None):
+        """Run the stack over ``xs [T, D]`` (or with leading batch axes); ``state`` one ``(h, c)`` per layer
+        (pairs when bidirectional); ``key`` for dropout unless ``inference``."""
         where = "jlstm.nn.equinox.StackedLSTM"
         first = self.layers[0][0] if self.bidirectional else self.layers[0]
         key = _train_key(where, self.dropout > 0 or first.stochastic, _pick(inference, self.inference), key)

@@ -119,6 +119,8 @@ class LSTM(keras.layers.Layer):
         return D, self.units, self.options.get("proj_size") or self.units
 
     def call(self, sequences, initial_state=None, mask=None, training=None):
+        """``sequences [batch, T, D]`` -> outputs per ``return_sequences``/``return_state``; ``mask`` must be
+        right padding; dropout and zoneout train only when ``training``."""
         where = "jlstm.nn.keras.LSTM"
         params = self.params
         D, H, R = C.sizes(params)
@@ -229,10 +231,13 @@ class StackedLSTM(keras.layers.Layer):
 
     @property
     def params(self) -> list:
+        """The functional parameters: the list ``jlstm.stacked_lstm`` takes (pairs when bidirectional)."""
         ps = [cell.params for cell in self.cells]
         return list(zip(ps[::2], ps[1::2])) if self.bidirectional else ps
 
     def call(self, sequences, initial_state=None, mask=None, training=None):
+        """Run the stack over ``sequences [batch, T, D]``; ``initial_state`` the flat ``[h, c]`` list per
+        layer and direction; ``mask`` must be right padding."""
         where = "jlstm.nn.keras.StackedLSTM"
         n_dir = 2 if self.bidirectional else 1
         batch = tuple(sequences.shape[:-2])

@@ -235,6 +235,8 @@ class StackedLSTM(nn.Module):
     @nn.compact
     def __call__(self, inputs, *, initial_carry=None, seq_lengths=None,
                  return_carry=None, time_major=None, deterministic=None):  # fmt: skip
+        """Run the stack over ``inputs [*batch, T, D]`` (``[T, *batch, D]`` when ``time_major``); carries in
+        Flax's ``(c, h)`` order, one per layer (pairs when bidirectional)."""
         where = "jlstm.nn.linen.StackedLSTM"
         if isinstance(self.num_layers, bool) or not isinstance(self.num_layers, int) or self.num_layers < 1:
             raise ValueError(f"{where}: num_layers must be a positive int; got {self.num_layers!r}.")

@@ -197,11 +197,14 @@ class StackedLSTM(nnx.Module):
 
     @property
     def params(self) -> list:
+        """The functional parameters: the list ``jlstm.stacked_lstm`` takes (pairs when bidirectional)."""
         fwd = [layer.params for layer in self.forward_layers]
         return list(zip(fwd, [layer.params for layer in self.backward_layers])) if self.bidirectional else fwd
 
     def __call__(self, inputs, *, initial_carry=None, seq_lengths=None,
                  return_carry=None, time_major=None, deterministic=None, rngs=None):  # fmt: skip
+        """Run the stack over ``inputs [*batch, T, D]`` (``[T, *batch, D]`` when ``time_major``); carries in
+        Flax's ``(c, h)`` order, one per layer (pairs when bidirectional), as ``nnx.RNN`` returns them."""
         where = "jlstm.nn.nnx.StackedLSTM"
         first = self.forward_layers[0]
         key = None
