@@ -125,7 +125,7 @@ def lstm(
     lengths: jax.Array | None = None,
     reverse: bool = False,
     backward: str = "manual",
-    remat: int | None = None,
+    remat: int | str | None = None,
     compute_dtype: jnp.dtype | None = None,
     zoneout: float | tuple[float, float] | None = None,
     recurrent_dropout: float | _dropout.RecurrentDropout | None = None,
@@ -151,7 +151,9 @@ def lstm(
       backward: ``"manual"`` (hand-written, default) or ``"autodiff"``.
       remat: None saves every step's residuals for the backward. An int k keeps only the carry entering
         every k-th step and recomputes each chunk of k steps in the backward (memory ``~ T / k + k``
-        instead of ``T``, for about one more forward). Manual backward only.
+        instead of ``T``, for about one more forward). ``"auto"`` saves every step while the residuals
+        (about ``T B (5H + R)`` values) fit in ``jlstm.core.prepare.AUTO_REMAT_BYTES`` (64 MiB), else
+        recomputes chunks of about ``sqrt(T)`` steps (at least ``256 / B``). Manual backward only.
       compute_dtype: None computes in ``result_type(xs, *params)``; ``jnp.bfloat16``/``jnp.float16`` run
         the products in 16 bits with float32 accumulation, gates and cell state.
       zoneout: a rate p or ``(rate_c, rate_h)`` (Krueger et al. 2016).

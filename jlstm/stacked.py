@@ -1,7 +1,14 @@
-"""Stacked and bidirectional LSTMs: layers of ``lstm()``, each layer's delta x flowing into the one below."""
+"""Stacked and bidirectional LSTMs: layers of ``lstm()``, each layer's delta x flowing into the one below.
+
+A bidirectional layer runs both directions as one scan: their parameters stacked on a leading axis, the
+backward direction's input reversed within each sequence's length, and ``lstm`` vmapped over the two
+(vmap of the custom_vjp keeps the hand-written backward). One loop of batched products per layer instead
+of two loops one after the other (on XLA:CPU that measured slower: docs/performance.md, Performance II).
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import jax
@@ -9,7 +16,8 @@ import jax.numpy as jnp
 
 from jlstm.cells.spec import CellParams
 from jlstm.core import checks as _checks
-from jlstm.core.params import LSTMParams
+from jlstm.core.params import LSTMParams, LSTMState
+from jlstm.core.prepare import reverse_time
 from jlstm.functional import as_cell_params, init, lstm
 
 Layer = LSTMParams | CellParams
@@ -48,7 +56,7 @@ def init_stacked(
     if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers <= 0:
         raise ValueError(f"init_stacked: num_layers must be a positive int; got {num_layers!r}.")
     keys = jax.random.split(key, (num_layers, 2))
-    layers = []
+    layers: list = []
     for n in range(num_layers):
         d = (
             input_size
@@ -101,6 +109,62 @@ def _check_layers(layers, bidirectional: bool, D: int, where: str):
     return out
 
 
+def _stackable(a, b) -> bool:
+    """Whether two directions' parameters stack: the same kind of cell, shapes and dtypes."""
+    (la, ta), (lb, tb) = jax.tree.flatten(a), jax.tree.flatten(b)
+    same_tree = bool(ta == tb)  # type: ignore[operator]
+    return same_tree and all(x.shape == y.shape and x.dtype == y.dtype for x, y in zip(la, lb))
+
+
+def _reverse(h, lengths):
+    """``h [..., T, F]`` reversed along time, within each sequence's length (an involution)."""
+    if lengths is None:
+        return jnp.flip(h, axis=-2)
+    B = math.prod(h.shape[:-2])
+    flat = reverse_time(h.reshape((B,) + h.shape[-2:]), lengths.reshape(B))  # [B, T, F], one batch axis
+    return flat.reshape(h.shape)
+
+
+def _stacked_carry(pair, carry, batch_shape, where):
+    """Both directions' initial carries as one ``LSTMState`` with a leading direction axis, or None;
+    ``where`` names the layer's carries in errors."""
+    if carry is None or all(c is None for c in carry):
+        return None
+    full: list = []
+    for k, (p, c) in enumerate(zip(pair, carry)):
+        widths = (_width(p), p.hidden_size)
+        if c is None:
+            full.append(None)
+            continue
+        hc = _checks.check_carry(c, batch_shape, p.hidden_size, f"{where}[{k}]", widths[0])
+        full.append(tuple(jnp.broadcast_to(v, batch_shape + (n,)) for v, n in zip(hc, widths)))
+    given = next(c for c in full if c is not None)
+    full = [tuple(jnp.zeros_like(v) for v in given) if c is None else c for c in full]
+    return LSTMState(*(jnp.stack([a, b.astype(a.dtype)]) for a, b in zip(*full)))
+
+
+def _bidirectional(pair, h, carry, lengths, keys, where, fuse, **kw):
+    """One bidirectional layer: ``(hs [..., T, 2R], (final forward, final backward))``; ``keys`` one per
+    direction (or None)."""
+    if not (fuse and _stackable(*pair)):  # two scans; also for different cells per direction
+        cf, cb = (None, None) if carry is None else carry
+        hf, sf = lstm(pair[0], h, cf, lengths=lengths, key=keys[0], **kw)
+        hb, sb = lstm(pair[1], h, cb, lengths=lengths, reverse=True, key=keys[1], **kw)
+        return jnp.concatenate([hf, hb], axis=-1), (sf, sb)
+    params = jax.tree.map(lambda a, b: jnp.stack([a, b]), *pair)
+    xs2 = jnp.stack([h, _reverse(h, lengths)])  # [2, ..., T, D]: the backward direction runs forward
+    carry2 = _stacked_carry(pair, carry, h.shape[:-2], where)
+    key2 = None if keys[0] is None else jnp.stack(keys)
+
+    def one(p, x, c, k):
+        return lstm(p, x, c, lengths=lengths, key=k, **kw)
+
+    axes = (0, 0, None if carry2 is None else 0, None if key2 is None else 0)
+    hs2, (h2, c2) = jax.vmap(one, in_axes=axes)(params, xs2, carry2, key2)
+    hs = jnp.concatenate([hs2[0], _reverse(hs2[1], lengths)], axis=-1)
+    return hs, (LSTMState(h2[0], c2[0]), LSTMState(h2[1], c2[1]))
+
+
 def stacked_lstm(
     layers: Sequence[LSTMParams] | Sequence[tuple[LSTMParams, LSTMParams]],
     xs: jax.Array,
@@ -111,6 +175,7 @@ def stacked_lstm(
     backward: str = "manual",
     dropout: float = 0.0,
     key: jax.Array | None = None,
+    fuse_directions: bool = False,
     **options,
 ) -> tuple[jax.Array, list]:
     """Run layers of LSTMs, the outputs of each layer being the inputs of the next.
@@ -131,6 +196,9 @@ def stacked_lstm(
       dropout: the probability of dropping each input of layers 1.. (inverted dropout between layers;
         none after the last layer). Needs ``key``.
       key: a PRNG key for dropout (and for the layers' own zoneout or recurrent dropout).
+      fuse_directions: run a bidirectional layer's two directions as one scan (``vmap`` over the
+        direction; same numbers). Off by default: on the CPU XLA's batched products made it 1.3-1.8x
+        slower than two scans (docs/performance.md); it may pay on an accelerator.
       **options: passed to every layer's ``lstm``: ``remat``, ``compute_dtype``, ``zoneout``,
         ``recurrent_dropout``, ``training``.
 
@@ -156,23 +224,22 @@ def stacked_lstm(
         raise ValueError(
             f"{where}: carries must have one entry per layer ({len(checked)}); got {len(carries)}."
         )
+    if lengths is not None:
+        lengths = _checks.check_lengths(lengths, xs.shape[:-2], xs.shape[-2], where)
     keys = None if key is None else jax.random.split(key, (len(checked), 3))
     finals = []
     h = xs
     for n, (pair, carry) in enumerate(zip(checked, carries)):
         lk = (None, None, None) if keys is None else keys[n]
         if n > 0 and dropout > 0.0:
-            keep = jax.random.bernoulli(lk[0], 1.0 - dropout, h.shape)
+            keep = jax.random.bernoulli(lk[0], 1.0 - dropout, h.shape)  # type: ignore[arg-type]
             h = jnp.where(keep, h / (1.0 - dropout), 0).astype(h.dtype)
-        if bidirectional:
-            cf, cb = (None, None) if carry is None else carry
-            hf, sf = lstm(pair[0], h, cf, lengths=lengths, backward=backward, key=lk[1], **options)
-            hb, sb = lstm(
-                pair[1], h, cb, lengths=lengths, reverse=True, backward=backward, key=lk[2], **options
+        if bidirectional:  # each direction its own key, as in two calls of lstm
+            name = f"{where}: carries[{n}]"
+            h, s = _bidirectional(
+                pair, h, carry, lengths, (lk[1], lk[2]), name, fuse_directions, backward=backward, **options
             )
-            h = jnp.concatenate([hf, hb], axis=-1)
-            finals.append((sf, sb))
         else:
             h, s = lstm(pair[0], h, carry, lengths=lengths, backward=backward, key=lk[1], **options)
-            finals.append(s)
+        finals.append(s)
     return h, finals

@@ -13,9 +13,19 @@ from jlstm.core import checks as _checks
 from jlstm.core.cell import state_dtype
 from jlstm.core.params import LSTMState
 
-#: Rows (chunk steps x batch) the default chunk aims for: enough for the chunk's products to run at
-#: full speed, few enough that its ``[k, B, 4H]`` projection and delta gates stay in cache.
-CHUNK_ROWS = 4096
+#: Rows (chunk steps x batch) the default chunk aims for: enough for the chunk's products to run near
+#: full speed, few enough that its ``[k, B, GH]`` projection and delta gates stay in cache and small
+#: beside the saved residuals (4096 held three 8 MiB chunk buffers at T=1000, B=8, H=128: 0.56x
+#: autodiff's temp memory; 1024 gives 0.36x and measured no slower on the CPU, docs/performance.md).
+CHUNK_ROWS = 1024
+
+#: remat="auto" saves every step while the saved residuals (``[T, B, 5H + R]`` in the state dtype: the
+#: gates, the cell states, the outputs) take at most this many bytes; above, it recomputes chunks.
+AUTO_REMAT_BYTES = 64 * 2**20
+
+#: The fewest rows (chunk steps x batch) remat="auto" gives a chunk, so that small batches keep
+#: products large enough to run well.
+AUTO_REMAT_MIN_ROWS = 256
 
 
 class Prepared(NamedTuple):
@@ -105,22 +115,43 @@ def check_compute_dtype(compute_dtype, where: str):
 
 def default_chunk(T: int, B: int) -> int:
     """The chunk length without remat: the largest divisor of T in ``[target / 2, target]`` with
-    ``target = CHUNK_ROWS / B`` (so no step is padded), else T itself (one chunk, as a plain scan)."""
+    ``target = CHUNK_ROWS / B`` (so no step is padded), else ``target`` itself (T is then padded with
+    masked steps, the identity on the carry: a few selects per step, but no full-length buffer)."""
     target = max(1, CHUNK_ROWS // max(B, 1))
     if T <= target:
         return T
     for k in range(target, max(1, target // 2) - 1, -1):
         if T % k == 0:
             return k
-    return T
+    return target
+
+
+def _near_divisor(T: int, k: int) -> int:
+    """A divisor of T in ``[k / 2, 2k]``, the nearest to k (no padded step), else k itself."""
+    divisors = [d for d in range(max(1, k // 2), min(T, 2 * k) + 1) if T % d == 0]
+    return min(divisors, key=lambda d: (abs(d - k), -d)) if divisors else k
+
+
+def auto_remat(T: int, B: int, H: int, R: int, itemsize: int) -> int | None:
+    """The chunk length of ``remat="auto"``: None (save every step) when the saved residuals, about
+    ``T B (5H + R) itemsize`` bytes, fit in ``AUTO_REMAT_BYTES``; else about ``sqrt(T)`` steps (the
+    saved carries ``T / k`` and one chunk's residuals ``k`` balance there, whatever B), at least
+    ``AUTO_REMAT_MIN_ROWS / B`` so that small batches keep large products, and a divisor of T near it
+    when there is one (no padded steps)."""
+    if T * B * (5 * H + R) * itemsize <= AUTO_REMAT_BYTES:
+        return None
+    k = max(math.isqrt(T), -(-AUTO_REMAT_MIN_ROWS // max(B, 1)))
+    return min(T, _near_divisor(T, k))
 
 
 def check_remat(remat, backward: str, where: str):
+    """None, ``"auto"`` or a positive int k, with the manual backward."""
     if remat is None:
         return None
-    if isinstance(remat, bool) or not isinstance(remat, int) or remat < 1:
+    auto = isinstance(remat, str) and remat == "auto"
+    if not auto and (isinstance(remat, bool) or not isinstance(remat, int) or remat < 1):
         raise ValueError(
-            f"{where}: remat must be None or a positive int k (keep every k-th carry); got {remat!r}."
+            f"{where}: remat must be None, 'auto' or a positive int k (keep every k-th carry); got {remat!r}."
         )
     if backward != "manual":
         raise ValueError(f"{where}: remat applies to backward='manual' only; got backward={backward!r}.")

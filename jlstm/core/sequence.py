@@ -42,7 +42,7 @@ def run(
     *,
     reverse: bool = False,
     backward: str = "manual",
-    remat: int | None = None,
+    remat: int | str | None = None,
     noise=None,
     mx: jax.Array | None = None,
     mh: jax.Array | None = None,
@@ -57,7 +57,9 @@ def run(
         xs = reverse_time(xs, lengths)
     mask, xs_tm = _prep.time_major(xs, lengths)
     T = p.T
-    k = remat if remat is not None else (T if backward != "manual" else _prep.default_chunk(T, p.B))
+    if remat == "auto":  # the chunk length from the size of what would be saved (None: save every step)
+        remat = _prep.auto_remat(T, p.B, p.H, p.R, jnp.dtype(state_dtype(p.xs.dtype)).itemsize)
+    k = int(remat) if remat is not None else (T if backward != "manual" else _prep.default_chunk(T, p.B))
     T_pad = -(-T // k) * k
     if T_pad != T:  # remat's chunks: pad with masked steps, the identity on the carry
         mask = _pad_steps(mask if mask is not None else jnp.ones((T, p.B), bool), T_pad, False)
@@ -86,7 +88,7 @@ def lstm(
     lengths: jax.Array | None = None,
     reverse: bool = False,
     backward: str = "manual",
-    remat: int | None = None,
+    remat: int | str | None = None,
     compute_dtype: jnp.dtype | None = None,
 ) -> tuple[jax.Array, LSTMState]:
     """The source's LSTM over a sequence (``LSTMParams`` only; ``jlstm.lstm`` takes every cell).
