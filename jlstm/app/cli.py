@@ -270,7 +270,7 @@ def odyssey(
     seed: Annotated[int, typer.Option(help="Seed of the random search and of the data order.")] = 0,
 ) -> None:
     """Greff et al.'s LSTM variants x tasks x vmapped random search, Welch's t-tests against V; writes
-    summary.json, trials.csv, plots and report.md into --out (about an hour; needs jlstm[odyssey])."""
+    summary.json, trials.csv, plots and report.md into --out (about an hour; needs the odyssey extra)."""
     from jlstm.app import odyssey as ody
 
     try:
