@@ -21,6 +21,8 @@ so a conversion only permutes gate blocks, transposes matrices and sums or split
 | deeplearning.ai | f, i, c, o | ``W? [n_a, n_a + n_x]`` on ``[a_prev; x]`` | ``b? [n_a, 1]`` | (a, c) |
 | Seo (8 matrices) | a, i, f, o | ``W? [D, H]``, ``Wrec? [H, H]`` | optional ``b? [H]`` | (out, state) |
 
+With ``proj_size=P``, torch's ``weight_hr [P, H]`` is jlstm's ``P [H, P]`` (``CellParams``, ``U [P, 4H]``).
+
 One module per library (``torch``, ``flax``, ``keras``, ``haiku``, ``equinox``, and ``tutorials`` for
 the two notations) over the shared helpers in ``_common``; every name is re-exported here, so use
 ``jlstm.interop.from_torch`` and so on. Nothing here imports a deep-learning library at ``import jlstm``:
