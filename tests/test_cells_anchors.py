@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from comparisons import close, close32, exact, jax_loss, nontrivial, torch_loss
 
 import jlstm
 from jlstm import interop
@@ -23,34 +24,6 @@ T, B, D, H, P = 5, 3, 3, 5, 3
 F64 = jnp.float64
 HASTE_GATES = ("i", "a", "f", "o")  # haste: i, g, f, o
 torch.set_num_threads(1)
-
-
-def close(a, b, what=""):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12, err_msg=what)
-
-
-def close32(a, b, what=""):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6, err_msg=what)
-
-
-def exact(a, b, what=""):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=what)
-
-
-def nontrivial(*trees):
-    for leaf in jax.tree.leaves(trees):
-        assert float(np.max(np.abs(np.asarray(leaf)))) > 1e-6  # so that comparing them means something
-
-
-def jax_loss(hs, h, c):
-    """Touches the outputs, the final h and the final c with different weights (same as torch_loss)."""
-    w = jnp.sin(jnp.arange(hs.size, dtype=hs.dtype)).reshape(hs.shape)
-    return jnp.sum(w * hs) + 0.5 * jnp.sum(hs**2) + jnp.sum(jnp.cos(h)) + 0.3 * jnp.sum(c**3)
-
-
-def torch_loss(hs, h, c):
-    w = torch.sin(torch.arange(hs.numel(), dtype=hs.dtype)).reshape(hs.shape)
-    return (w * hs).sum() + 0.5 * (hs**2).sum() + torch.cos(h).sum() + 0.3 * (c**3).sum()
 
 
 def _stack(finals, k):
