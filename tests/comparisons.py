@@ -33,3 +33,16 @@ def torch_loss(hs, h, c):
 
     w = torch.sin(torch.arange(hs.numel(), dtype=hs.dtype)).reshape(hs.shape)
     return (w * hs).sum() + 0.5 * (hs**2).sum() + torch.cos(h).sum() + 0.3 * (c**3).sum()
+
+
+def torch_grads_match(g_layers, g_xs, g_carries, lstm, x, h0, c0):
+    """jlstm's gradients (layers, inputs, initial carries) equal torch's ``.grad`` after ``backward()``."""
+    from jlstm import interop
+
+    g_torch = interop.to_torch(g_layers)  # the gradient of b lands in bias_ih, as the bias does
+    for name, p in lstm.named_parameters():
+        close(g_torch[name.replace("bias_hh", "bias_ih")], p.grad, name)  # d/d b_hh = d/d b_ih = d/d b
+    close(g_xs, x.grad, "dxs")
+    g_h0, g_c0 = interop.to_torch_state(g_carries)
+    close(g_h0, h0.grad, "dh0")
+    close(g_c0, c0.grad, "dc0")

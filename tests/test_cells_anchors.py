@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from comparisons import close, close32, exact, jax_loss, nontrivial, torch_loss
+from comparisons import close, close32, exact, jax_loss, nontrivial, torch_grads_match, torch_loss
 
 import jlstm
 from jlstm import interop
@@ -85,13 +85,7 @@ def test_projection_equals_torch_lstm_proj_size(num_layers, bidirectional):
     assert h_fin.shape == (L, B, P) and c_fin.shape == (L, B, H)
     close(h_fin, hn.detach(), "h_n")
     close(c_fin, cn.detach(), "c_n")
-    g_torch = interop.to_torch(g_layers)  # the gradient of b lands in bias_ih, as the bias does
-    for name, p in lstm.named_parameters():
-        close(g_torch[name.replace("bias_hh", "bias_ih")], p.grad, name)  # d/d b_hh = d/d b_ih = d/d b
-    close(g_xs, x.grad, "dxs")
-    g_h0, g_c0 = interop.to_torch_state(g_carries)
-    close(g_h0, h0.grad, "dh0")
-    close(g_c0, c0.grad, "dc0")
+    torch_grads_match(g_layers, g_xs, g_carries, lstm, x, h0, c0)
     nontrivial(hs, g_layers, g_xs, g_carries)
 
 

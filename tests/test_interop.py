@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 import torch
-from comparisons import close, close32, exact, jax_loss, nontrivial, torch_loss
+from comparisons import close, close32, exact, jax_loss, nontrivial, torch_grads_match, torch_loss
 from flax import nnx
 
 import jlstm
@@ -97,16 +97,7 @@ def test_torch_forward_final_state_and_gradients(num_layers, bidirectional):
     h_fin, c_fin = interop.to_torch_state(finals)
     close(h_fin, hn.detach(), "h_n")
     close(c_fin, cn.detach(), "c_n")
-    g_torch = interop.to_torch(g_layers)  # the gradient of b lands in bias_ih, as the bias does
-    for name, p in lstm.named_parameters():
-        if name.startswith("bias_hh"):
-            close(g_torch[name.replace("hh", "ih")], p.grad, name)  # d/d b_hh = d/d b_ih = d/d b
-        else:
-            close(g_torch[name], p.grad, name)
-    close(g_xs, x.grad, "dxs")
-    g_h0, g_c0 = interop.to_torch_state(g_carries)
-    close(g_h0, h0.grad, "dh0")
-    close(g_c0, c0.grad, "dc0")
+    torch_grads_match(g_layers, g_xs, g_carries, lstm, x, h0, c0)
     nontrivial(hs, g_layers, g_xs, g_carries)
 
 
