@@ -143,6 +143,36 @@ def _stacked_carry(pair, carry, batch_shape, where):
     return LSTMState(*(jnp.stack([a, b.astype(a.dtype)]) for a, b in zip(*full)))
 
 
+def _check_layer_carry(pair, carry, batch_shape, bidirectional: bool, where: str, n: int) -> None:
+    """``carries[n]``: None or an ``(h, c)`` pair; when bidirectional, None or a (forward, backward) pair
+    of those. Checked here, so that its errors name ``carries[n]`` and not the layer's inner carry."""
+    if carry is None:
+        return
+    if bidirectional:
+        _check_direction_pair(carry, f"{where}: carries[{n}]")
+        for k, (p, c) in enumerate(zip(pair, carry)):
+            if c is not None:
+                _checks.check_carry(c, batch_shape, p.hidden_size, where, _width(p), arg=f"carries[{n}][{k}]")
+    else:
+        _checks.check_carry(
+            carry, batch_shape, pair[0].hidden_size, where, _width(pair[0]), arg=f"carries[{n}]"
+        )
+
+
+def _check_direction_pair(carry, name: str) -> None:
+    """A bidirectional layer's carry is a (forward, backward) pair of carries, each None or an ``(h, c)``
+    pair; one ``LSTMState`` of arrays is the usual mistake, so it is named as such."""
+    is_pair = isinstance(carry, (tuple, list)) and len(carry) == 2
+    if not is_pair or any(c is not None and not isinstance(c, (tuple, list)) for c in carry):
+        got = type(carry).__name__ + (f" of length {len(carry)}" if isinstance(carry, (tuple, list)) else "")
+        if is_pair:  # the usual mistake: one direction's (h, c) passed for the layer
+            got = f"{type(carry).__name__} of arrays, one carry (h, c) rather than a pair of carries"
+        raise TypeError(
+            f"{name} must be a (forward, backward) pair of carries when bidirectional, each None or an "
+            f"(h, c) pair such as jlstm.LSTMState(h, c); got {got}."
+        )
+
+
 def _bidirectional(pair, h, carry, lengths, keys, where, fuse, **kw):
     """One bidirectional layer: ``(hs [..., T, 2R], (final forward, final backward))``; ``keys`` one per
     direction (or None)."""
@@ -234,6 +264,7 @@ def stacked_lstm(
         if n > 0 and dropout > 0.0:
             keep = jax.random.bernoulli(lk[0], 1.0 - dropout, h.shape)  # type: ignore[arg-type]
             h = jnp.where(keep, h / (1.0 - dropout), 0).astype(h.dtype)
+        _check_layer_carry(pair, carry, h.shape[:-2], bidirectional, where, n)
         if bidirectional:  # each direction its own key, as in two calls of lstm
             name = f"{where}: carries[{n}]"
             h, s = _bidirectional(

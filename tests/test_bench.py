@@ -47,6 +47,9 @@ def test_parse_sizes_threads_and_errors():
     assert bench.parse_sizes("100,32,128,128; 1000,8,64,64") == [(100, 32, 128, 128), (1000, 8, 64, 64)]
     with pytest.raises(ValueError, match="T,B,D,H"):
         bench.parse_sizes("100,32,128")
+    for empty in (";", "", " ; "):  # refused at the start, not after the first sizes have run
+        with pytest.raises(ValueError, match="no size"):
+            bench.parse_sizes(empty)
     with pytest.raises(ValueError, match="name must be one of"):
         bench.build("nope", bench.make_problem(2, 1, 1, 1))
     assert bench.parse_threads("default,1") == [None, 1] and bench.parse_threads("4") == [4]
@@ -114,3 +117,8 @@ def test_bench_command_errors():
     assert res.exit_code == 2 and "--threads" in res.output
     res = CliRunner().invoke(cli.app, ["bench", "--impls", "manual,nope"])
     assert res.exit_code == 2 and "cudnn" in res.output  # the message lists every registered name
+
+
+def test_bench_refuses_an_empty_size_list_before_running():
+    res = CliRunner().invoke(cli.app, ["bench", "--sizes", ";", "--rounds", "1"])
+    assert res.exit_code == 2 and "no size" in res.output

@@ -139,49 +139,6 @@ def test_checked_lstm_names_overflow_step(params):
         err.throw()
 
 
-# ---------------------------------------------------------------- property: a right answer or a clean error
-
-
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    xs_shape=st.lists(st.integers(0, 4), min_size=0, max_size=4).map(tuple),
-    dtype=st.sampled_from(["float32", "float64", "int32", "complex64", "bfloat16"]),
-    carry_kind=st.sampled_from(["none", "good", "bad_h", "triple"]),
-    lengths_kind=st.sampled_from(["none", "good", "float", "shape"]),
-)
-def test_property_right_answer_or_clean_error(xs_shape, dtype, carry_kind, lengths_kind):
-    D, H = 3, 2
-    params = jlstm.init(jax.random.key(0), D, H, dtype=jnp.float64)
-    xs = jnp.ones(xs_shape, dtype)
-    batch = xs_shape[:-2]
-    carry = {
-        "none": None,
-        "good": (jnp.zeros(batch + (H,)), jnp.zeros(batch + (H,))),
-        "bad_h": (jnp.zeros(batch + (H + 1,)), jnp.zeros(batch + (H,))),
-        "triple": (jnp.zeros(H),) * 3,
-    }[carry_kind]
-    T = xs_shape[-2] if len(xs_shape) >= 2 else 0
-    lengths = {
-        "none": None,
-        "good": jnp.full(batch, min(T, 1), jnp.int32),
-        "float": jnp.zeros(batch, jnp.float32),
-        "shape": jnp.zeros(batch + (2,), jnp.int32),
-    }[lengths_kind]
-    try:
-        hs, (h, c) = jlstm.lstm(params, xs, carry, lengths=lengths)
-    except (ValueError, TypeError) as e:
-        assert str(e).startswith("jlstm.lstm: ")  # ours, naming the function; never an XLA crash
-        return
-    # It ran: then the input was valid and the result is well-shaped and equals autodiff.
-    assert len(xs_shape) >= 2 and xs_shape[-1] == D and dtype in ("float32", "float64", "bfloat16")
-    assert hs.shape == xs_shape[:-1] + (H,) and h.shape == batch + (H,)
-    if dtype == "float64" and T > 0:
-        f = lambda p, mode: jnp.sum(jlstm.lstm(p, xs, carry, lengths=lengths, backward=mode)[0] ** 2)  # noqa: E731
-        gm, ga = jax.grad(f)(params, "manual"), jax.grad(f)(params, "autodiff")
-        for a, b in zip(jax.tree.leaves(gm), jax.tree.leaves(ga)):
-            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
-
-
 # ---------------------------------------------------------------- converters given another library's weights
 
 
@@ -209,30 +166,8 @@ def test_converters_name_the_library_they_expected():
             call()
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    batch=st.lists(st.integers(1, 3), min_size=0, max_size=2).map(tuple),
-    x_last=st.sampled_from([3, 3, 1]),  # D = 3 is right; weighted so that valid calls happen
-    h_batch=st.sampled_from(["same", "same", "scalar", "other"]),
-    h_last=st.sampled_from([2, 2, 5]),  # H = 2 is right
-    dtype=st.sampled_from(["float32", "float64", "float64", "int32", "bfloat16"]),
-)
-def test_property_cell_right_answer_or_clean_error(batch, x_last, h_batch, h_last, dtype):
-    D, H = 3, 2
-    params = jlstm.init(jax.random.key(0), D, H, dtype=jnp.float64)
-    hb = {"same": batch, "scalar": (), "other": batch + (4,)}[h_batch]
-    x, h = jnp.ones(batch + (x_last,), dtype), jnp.full(hb + (h_last,), 0.1)
-    try:
-        (h1, c1), out = jlstm.cell(params, (h, h), x)
-    except (ValueError, TypeError) as e:
-        assert str(e).startswith("jlstm.cell: ")
-        return
-    assert x_last == D and h_last == H and dtype != "int32" and h_batch != "other"
-    assert h1.shape == c1.shape == batch + (H,)
-    if dtype == "float64":
-        hs, (h2, c2) = jlstm.lstm(params, x[..., None, :], (h, h))
-        np.testing.assert_allclose(h1, h2, rtol=1e-13)
-        np.testing.assert_allclose(c1, c2, rtol=1e-13)
+# ---------------------------------------------------------------- property: a right answer or a clean error
+# (every public function's arguments: tests/test_property.py; here, stacks of right and wrong sizes)
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -258,3 +193,62 @@ def test_property_stacked_right_answer_or_clean_error(first, above, bidirectiona
         return
     assert pairs == bidirectional and first == "right" and all(a == "right" for a in above)
     assert hs.shape == (2, 3, width) and len(carries) == len(sizes)
+
+
+# ---------------------------------------------------------------- the hostile-input probe's findings
+
+
+@pytest.mark.parametrize("variant", [False, True])
+def test_an_empty_batch_runs_and_differentiates(key, variant):
+    p = jlstm.init(key, 3, 4, dtype=jnp.float64, peephole=variant)
+    hs, (h, c) = jlstm.lstm(p, jnp.zeros((0, 5, 3)))  # was a ZeroDivisionError in the chunking
+    assert hs.shape == (0, 5, 4) and h.shape == c.shape == (0, 4)
+    g = jax.grad(lambda p: jnp.sum(jlstm.lstm(p, jnp.zeros((0, 5, 3)))[0]))(p)
+    assert all(float(jnp.abs(a).max()) == 0.0 for a in jax.tree.leaves(g))
+
+
+@pytest.mark.parametrize("variant", [False, True])
+def test_lstm_trace_of_no_steps(key, variant):
+    p = jlstm.init(key, 3, 4, dtype=jnp.float64, peephole=variant)
+    g_final = (jnp.full((2, 4), 0.5), jnp.full((2, 4), -2.0))
+    grads, dxs, dcarry, tr = jlstm.lstm_trace(p, jnp.zeros((2, 0, 3)), jnp.zeros((2, 0, 4)), g_final=g_final)
+    assert dxs.shape == (2, 0, 3) and tr.delta_gates.shape == (2, 0, 16) and tr.delta_out.shape == (2, 0, 4)
+    # No step: the final carry is the initial one, so its cotangent passes straight through.
+    np.testing.assert_array_equal(dcarry.h, g_final[0])
+    np.testing.assert_array_equal(dcarry.c, g_final[1])
+    assert all(float(jnp.abs(a).max()) == 0.0 for a in jax.tree.leaves(grads))
+
+
+def test_xs_as_a_nested_list(params):
+    xs = [[[0.1, 0.2, 0.3]] * 4] * 2
+    hs, _ = jlstm.lstm(params, xs)
+    np.testing.assert_array_equal(hs, jlstm.lstm(params, jnp.asarray(xs))[0])
+    with pytest.raises(TypeError, match=r"^jlstm.lstm: xs must be an array .*regular shape"):
+        jlstm.lstm(params, [[[0.1, 0.2, 0.3]], [[0.1, 0.2]]])  # ragged: named, not dumped
+    with pytest.raises(TypeError, match=r"^jlstm.lstm: xs must be an array of numbers; got list holding str"):
+        jlstm.lstm(params, [[["a", "b", "c"]]])
+
+
+@pytest.mark.parametrize("as_", [list, tuple, np.asarray])
+def test_concrete_lengths_are_checked_inside_jit(params, as_):
+    # Known at trace time, so always checkable: [5, 9] with T = 5 used to run as [5, 5] under jit.
+    f = jax.jit(lambda xs: jlstm.lstm(params, xs, lengths=as_([5, 9]))[0])
+    with pytest.raises(ValueError, match=r"lengths must lie in \[0, T\] = \[0, 5\]; got min 5, max 9"):
+        f(jnp.zeros((2, 5, 3)))
+
+
+def test_bidirectional_stack_names_a_carry_that_is_not_a_pair_of_directions(key):
+    layers = jlstm.init_stacked(key, 3, 4, num_layers=2, bidirectional=True, dtype=jnp.float64)
+    one = jlstm.LSTMState(jnp.zeros((2, 4)), jnp.zeros((2, 4)))
+    msg = r"carries\[0\] must be a \(forward, backward\) pair of carries when bidirectional"
+    with pytest.raises(TypeError, match=msg):
+        jlstm.stacked_lstm(layers, jnp.zeros((2, 5, 3)), [one, one], bidirectional=True)
+    hs, _ = jlstm.stacked_lstm(layers, jnp.zeros((2, 5, 3)), [(one, None), (one, one)], bidirectional=True)
+    assert hs.shape == (2, 5, 8)
+
+
+def test_a_stack_names_the_layer_of_a_bad_carry(key):
+    layers = jlstm.init_stacked(key, 3, 4, num_layers=2, dtype=jnp.float64)
+    bad = (jnp.zeros((2, 5)), jnp.zeros((2, 4)))
+    with pytest.raises(ValueError, match=r"^jlstm.stacked_lstm: carries\[1\]\.h must be"):
+        jlstm.stacked_lstm(layers, jnp.zeros((2, 5, 3)), [None, bad])

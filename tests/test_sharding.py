@@ -33,13 +33,20 @@ COLLECTIVES = ("all-reduce", "all-gather", "all-to-all", "reduce-scatter", "coll
 # ---------------------------------------------------------------------------------------------------
 
 
-def _problem():
+def _problem(dtype=jnp.float64):
+    """float64 where a test compares sharded with single-device training (an identity: only the order
+    of the batch's partial sums differs, and Adam's normalised steps amplify that rounding where a
+    gradient component is near zero: 3.6e-4 relative after 12 float32 steps on one CPU, 1e-14 in
+    float64); float32 where the compiled program's structure is checked."""
     k = jax.random.split(jax.random.key(0), 5)
-    params = {"lstm": jlstm.init(k[0], D, H), "out": 0.5 * jax.random.normal(k[1], (H, K))}
+    params = {
+        "lstm": jlstm.init(k[0], D, H, dtype=dtype),
+        "out": 0.5 * jax.random.normal(k[1], (H, K), dtype),
+    }
     batch = (
-        np.asarray(jax.random.normal(k[2], (B, T, D))),
-        np.asarray(jax.random.randint(k[3], (B, T), 0, K)),
-        np.asarray(jax.random.randint(k[4], (B,), 1, T + 1)),
+        np.asarray(jax.random.normal(k[2], (B, T, D), dtype)),
+        np.asarray(jax.random.randint(k[3], (B, T), 0, K, jnp.int32)),
+        np.asarray(jax.random.randint(k[4], (B,), 1, T + 1, jnp.int32)),
     )
     return params, batch
 
@@ -119,6 +126,7 @@ def _main() -> dict:
         r[f"shard_devices{n}"] = sorted(s.device.id for s in sb[0].addressable_shards)
 
     r.update(_variant_runs(opt, batch))
+    params, batch = _problem(jnp.float32)
     mesh = sh.data_mesh()
     r["mesh"] = dict(mesh.shape)
     placed = (sh.replicate(params, mesh), sh.replicate(opt.init(params), mesh), sh.shard_batch(batch, mesh))
@@ -150,8 +158,8 @@ def _main() -> dict:
 def _variant_runs(opt, batch) -> dict:
     """A variant cell (peepholes, projection, layer norm) with zoneout in training, single vs 4 devices."""
     k = jax.random.split(jax.random.key(7), 3)
-    params = {"lstm": jlstm.init(k[0], D, H, peephole=True, proj_size=3, layer_norm=True),
-              "out": 0.5 * jax.random.normal(k[1], (3, K))}  # fmt: skip
+    lstm_params = jlstm.init(k[0], D, H, peephole=True, proj_size=3, layer_norm=True, dtype=jnp.float64)
+    params = {"lstm": lstm_params, "out": 0.5 * jax.random.normal(k[1], (3, K), jnp.float64)}
 
     def loss_fn(p, batch):
         xs, labels, lengths = batch
@@ -162,8 +170,8 @@ def _variant_runs(opt, batch) -> dict:
     p1, _, single = _train(jlstm.make_train_step(loss_fn, opt), params, opt.init(params), batch)
     mesh = sh.data_mesh(4)
     step = sh.make_sharded_train_step(loss_fn, opt, mesh)
-    p4, _, sharded = _train(step, sh.replicate(params, mesh), sh.replicate(opt.init(params), mesh),
-                            sh.shard_batch(batch, mesh))  # fmt: skip
+    state = sh.replicate((params, opt.init(params)), mesh)
+    p4, _, sharded = _train(step, *state, sh.shard_batch(batch, mesh))
     diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(p4), jax.tree.leaves(p1)))
     return {"variant_losses": [single[0], single[-1], sharded[-1]], "variant_param_diff4": diff}
 
@@ -241,19 +249,19 @@ def test_four_simulated_devices(four):
 def test_sharded_run_ends_at_the_single_device_loss(four, n):
     single, sharded = four["single"], four[f"sharded{n}"]
     assert single[-1] < 0.9 * single[0], "the run must actually train for the comparison to mean something"
-    assert _rel(sharded[-1], single[-1]) < 1e-4, (sharded[-1], single[-1])
-    assert max(_rel(a, b) for a, b in zip(sharded, single)) < 1e-4
-    assert four[f"param_diff{n}"] < 1e-4
-    assert _rel(four[f"h_mean{n}"], four["single_h_mean"]) < 1e-4  # aux metrics come through too
+    # float64 (see _problem): the same sums in another order; 12 Adam steps (measured <= 1e-14).
+    assert _rel(sharded[-1], single[-1]) < 1e-9, (sharded[-1], single[-1])
+    assert max(_rel(a, b) for a, b in zip(sharded, single)) < 1e-9
+    assert four[f"param_diff{n}"] < 1e-9
+    assert _rel(four[f"h_mean{n}"], four["single_h_mean"]) < 1e-9  # aux metrics come through too
 
 
 def test_a_variant_cell_trains_the_same_on_four_devices(four):
     first, last, sharded_last = four["variant_losses"]
     assert last < first  # it trains
-    assert abs(sharded_last - last) < 1e-4 * abs(last)
-    # float32, 12 Adam steps, layer norm: the per-device partial sums round differently; Adam's
-    # normalised steps carry that into the parameters at ~1e-4 (measured 2.7e-4), not more.
-    assert four["variant_param_diff4"] < 1e-3
+    # float64 (see _problem): float32 measured 3.6e-4 on an AMD EPYC and passed 1e-4 on an Intel Xeon.
+    assert abs(sharded_last - last) < 1e-9 * abs(last)
+    assert four["variant_param_diff4"] < 1e-9
 
 
 @pytest.mark.parametrize("n", [2, 4])
@@ -316,7 +324,7 @@ def test_multi_process_recipe_matches_single_device(runs, four):
     results = runs["multi"]
     for r in results:
         assert r["processes"] == 2 and r["devices"] == 4
-        assert _rel(r["losses"][-1], four["single"][-1]) < 1e-4, (r["losses"][-1], four["single"][-1])
+        assert _rel(r["losses"][-1], four["single"][-1]) < 1e-9, (r["losses"][-1], four["single"][-1])
     assert results[0]["losses"] == results[1]["losses"]
     assert results[0]["params"] == results[1]["params"]
 
@@ -333,6 +341,7 @@ def test_single_device_mesh_in_process():
 
 if __name__ == "__main__":
     jax.config.update("jax_numpy_rank_promotion", "raise")
+    jax.config.update("jax_enable_x64", True)  # float64 for the identities; float32 is asked for by name
     if sys.argv[1] == "main":
         result = _main()
     else:

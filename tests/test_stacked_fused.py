@@ -145,5 +145,5 @@ def test_fused_under_jit_and_vmap():
 def test_bad_carry_names_the_layer_and_direction():
     stack, xs, carries = make(0)
     bad = [(carries[0][0], jlstm.LSTMState(carries[0][1].h[..., :2], carries[0][1].c)), carries[1]]
-    with pytest.raises(ValueError, match=r"jlstm.stacked_lstm: carries\[0\]\[1\].*carry.h"):
+    with pytest.raises(ValueError, match=r"jlstm.stacked_lstm: carries\[0\]\[1\]\.h must be"):
         fused(stack, xs, bad)

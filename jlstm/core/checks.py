@@ -15,9 +15,29 @@ def _shape(x) -> tuple[int, ...]:
     return tuple(np.shape(x))
 
 
+def _as_array(name: str, x, where: str):
+    """``x`` as an array: arrays and tracers as they are, anything else (lists, scalars) through numpy, so
+    that a ragged or non-numeric list is refused naming the argument instead of dumping it."""
+    if hasattr(x, "dtype") and hasattr(x, "shape"):
+        return x
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError) as e:  # ragged nesting
+        raise TypeError(
+            f"{where}: {name} must be an array (or a nested list of numbers of a regular shape); got "
+            f"{type(x).__name__} that numpy cannot read as one ({e})."
+        ) from None
+    if arr.dtype == object or arr.dtype.kind in "USV":
+        raise TypeError(
+            f"{where}: {name} must be an array of numbers; got {type(x).__name__} holding "
+            f"{type(arr.reshape(-1)[0]).__name__ if arr.size else 'nothing'}."
+        )
+    return arr
+
+
 def _floating(name: str, x, where: str) -> jax.Array:
-    if not hasattr(x, "dtype"):
-        x = jnp.asarray(x)
+    if not hasattr(x, "dtype"):  # a list or a scalar: as jnp.asarray reads it (JAX's default dtypes)
+        x = jnp.asarray(_as_array(name, x, where))
     dt = jnp.dtype(x.dtype)
     if not jnp.issubdtype(dt, jnp.floating):
         kind = "complex" if jnp.issubdtype(dt, jnp.complexfloating) else dt.name
@@ -61,17 +81,19 @@ def check_xs(xs, D: int, where: str, *, name: str = "xs", time_axis: bool = True
     return xs
 
 
-def check_carry(carry, batch_shape: tuple[int, ...], H: int, where: str, R: int | None = None):
+def check_carry(
+    carry, batch_shape: tuple[int, ...], H: int, where: str, R: int | None = None, *, arg: str = "carry"
+):
     """A carry is an (h, c) pair: ``h [..., R]`` (R = H, or the projection width) and ``c [..., H]``, each
-    broadcastable to the batch shape."""
+    broadcastable to the batch shape. ``arg`` names it in errors (``carries[1]`` in a stack)."""
     if not (isinstance(carry, (tuple, list)) and len(carry) == 2):
         got = type(carry).__name__
         if isinstance(carry, (tuple, list)):
             got += f" of length {len(carry)}"
-        raise TypeError(f"{where}: carry must be an (h, c) pair such as jlstm.LSTMState(h, c); got {got}.")
+        raise TypeError(f"{where}: {arg} must be an (h, c) pair such as jlstm.LSTMState(h, c); got {got}.")
     R = H if R is None else R
     out = []
-    for name, v, width in zip(("carry.h", "carry.c"), carry, (R, H)):
+    for name, v, width in zip((f"{arg}.h", f"{arg}.c"), carry, (R, H)):
         v = _floating(name, v, where)
         want = batch_shape + (width,)
         try:
@@ -89,8 +111,12 @@ def check_carry(carry, batch_shape: tuple[int, ...], H: int, where: str, R: int 
 
 
 def check_lengths(lengths, batch_shape: tuple[int, ...], T: int, where: str):
-    if not hasattr(lengths, "dtype"):
-        lengths = jnp.asarray(lengths)
+    # Values known at trace time (a list, a tuple, a numpy array, even inside jit) are always checked;
+    # only traced ones cannot be. Converting a list with jnp first would make it a tracer under jit.
+    from_list = not hasattr(lengths, "dtype")
+    lengths = _as_array("lengths", lengths, where)
+    if from_list and lengths.size == 0:  # numpy reads [] as float64; for an empty batch it means no lengths
+        lengths = lengths.astype(np.int32)
     if not jnp.issubdtype(lengths.dtype, jnp.integer):
         raise TypeError(f"{where}: lengths must be an integer array; got dtype {lengths.dtype}.")
     if _shape(lengths) != batch_shape:
@@ -99,6 +125,7 @@ def check_lengths(lengths, batch_shape: tuple[int, ...], T: int, where: str):
         )
     if not isinstance(lengths, jax.core.Tracer):
         arr = np.asarray(lengths)
+        lengths = jnp.asarray(arr)  # numpy int64 becomes JAX's default integer
         if arr.size and (arr.min() < 0 or arr.max() > T):
             raise ValueError(
                 f"{where}: lengths must lie in [0, T] = [0, {T}]; got min {arr.min()}, max {arr.max()}."

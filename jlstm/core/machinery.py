@@ -48,7 +48,8 @@ def _chunks(tree, k):
 
 
 def _unchunk(a):
-    return a.reshape((-1,) + a.shape[2:])
+    # Explicit sizes: a -1 cannot be resolved when the batch is empty (a.size == 0).
+    return a.reshape((a.shape[0] * a.shape[1],) + a.shape[2:])
 
 
 def chunk_forward(cell: Cell, theta, W, U, b, xs, h, c, mask, noise, mx, mh):

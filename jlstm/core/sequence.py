@@ -100,6 +100,7 @@ def lstm(
     remat = _prep.check_remat(remat, backward, where)
     compute_dtype = _prep.check_compute_dtype(compute_dtype, where)
     params = _checks.check_params(params, where)
+    xs = _checks._floating("xs", xs, where)  # before result_type, which cannot read a list
     dtype = jnp.result_type(xs, *params) if compute_dtype is None else compute_dtype
     H = params.hidden_size
     p = _prep.prepare(xs, carry, lengths, D=params.input_size, H=H, R=H, dtype=dtype, where=where)
@@ -124,6 +125,8 @@ def trace(cell: Cell, w: Weights, p: _prep.Prepared, g_hs, g_final, *, noise=Non
                 _checks.check_carry(g_final, p.batch_shape, p.H, where, p.R), (dtype, sd), (p.R, p.H)
             )
         )
+    if p.T == 0:
+        return _empty_trace(w, p, g_hT, g_cT)
     mask, xs_tm = _prep.time_major(p.xs, p.lengths)
     plan = _m.Plan(p.T, False, ())
     inputs = _m.Inputs(*_m._chunks((mask, noise), p.T))
@@ -143,6 +146,18 @@ def trace(cell: Cell, w: Weights, p: _prep.Prepared, g_hs, g_final, *, noise=Non
     return (dW, dU, db, dth), batch_major(dxs), dcarry, tr
 
 
+def _empty_trace(w: Weights, p: _prep.Prepared, g_hT, g_cT):
+    """``trace`` of a sequence of no steps: no parameter gradient, and the final carry's cotangent is
+    the initial carry's (the carry passes through unchanged)."""
+    sd = g_cT.dtype
+    zeros = lambda a: jnp.zeros(a.shape, sd)  # noqa: E731
+    grads = (zeros(w.W), zeros(w.U), None if w.b is None else zeros(w.b), jax.tree.map(zeros, w.theta))
+    widths = (p.R, p.H, w.W.shape[1], p.xs.shape[-1], p.R)
+    tr = Trace(*(jnp.zeros(p.batch_shape + (0, n), sd) for n in widths))
+    dcarry = LSTMState(g_hT.reshape(p.batch_shape + (p.R,)), g_cT.reshape(p.batch_shape + (p.H,)))
+    return grads, jnp.zeros(p.batch_shape + (0, p.xs.shape[-1]), p.xs.dtype), dcarry, tr
+
+
 def lstm_trace(
     params: LSTMParams,
     xs: jax.Array,
@@ -155,6 +170,7 @@ def lstm_trace(
     """The source's LSTM's hand-written backward with its per-step quantities (``jlstm.lstm_trace``)."""
     where = "jlstm.lstm_trace"
     params = _checks.check_params(params, where)
+    xs = _checks._floating("xs", xs, where)  # before result_type, which cannot read a list
     dtype = jnp.result_type(xs, *params)
     H = params.hidden_size
     p = _prep.prepare(xs, carry, lengths, D=params.input_size, H=H, R=H, dtype=dtype, where=where)

@@ -88,4 +88,6 @@ def parse_sizes(text: str) -> list[tuple[int, int, int, int]]:
             raise ValueError(f"sizes: each size must be T,B,D,H (positive ints); got {part!r}.")
         T, B, D, H = (int(v) for v in vals)
         sizes.append((T, B, D, H))
+    if not sizes:  # refused here, not after the first sizes have run and the report finds nothing
+        raise ValueError(f"sizes: no size in {text!r}; give one or more T,B,D,H separated by ';'.")
     return sizes
