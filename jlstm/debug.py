@@ -11,32 +11,66 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import checkify
 
+from jlstm.core.cell import state_dtype
+from jlstm.core.prepare import check_compute_dtype
 from jlstm.functional import lstm
 
 
-def _first_bad(name: str, a: jax.Array) -> None:
-    bad = ~jnp.isfinite(a)
+def _first(name: str, bad: jax.Array, what: str, advice: str = "") -> None:
+    """A check that ``bad`` is nowhere true; the message carries the first true index, unravelled."""
     flat = jnp.argmax(bad.reshape(-1))
-    # The error message carries the index of the first non-finite entry, unravelled.
-    idx = jnp.stack(jnp.unravel_index(flat, a.shape)) if a.ndim else jnp.zeros((0,), jnp.int32)
-    msg = f"jlstm: {name} holds NaN or Inf; the first at index {{}} of shape {a.shape}."
+    idx = jnp.stack(jnp.unravel_index(flat, bad.shape)) if bad.ndim else jnp.zeros((0,), jnp.int32)
+    msg = f"jlstm: {name} {what}; the first at index {{}} of shape {bad.shape}." + (
+        f" {advice}." if advice else ""
+    )
     checkify.check(~jnp.any(bad), msg, idx)
 
 
-def check_inputs(params, xs, carry=None, lengths=None) -> None:
+def _advice(cd: jnp.dtype) -> str:
+    wider = "float32" if cd == jnp.bfloat16 else "bfloat16 (float32's range, fewer digits) or float32"
+    return f"Compute in {wider} (compute_dtype=...), or scale the inputs or weights down"
+
+
+def _leaves(params, xs, carry):
+    """``(name, array)`` for every floating input: each leaf of ``params`` named by its path (e.g.
+    ``params.extra['p_i']``), ``xs`` and the carry."""
+    named = [(f"params{jax.tree_util.keystr(p)}", a) for p, a in jax.tree_util.tree_leaves_with_path(params)]
+    named.append(("xs", xs))
+    if carry is not None:
+        named += [("carry.h", carry[0]), ("carry.c", carry[1])]
+    return [(n, jnp.asarray(a)) for n, a in named if jnp.issubdtype(jnp.result_type(a), jnp.floating)]
+
+
+def _compute_dtype(params, xs, compute_dtype=None) -> jnp.dtype:
+    """The dtype ``lstm`` computes in: ``compute_dtype``, else ``result_type(xs, *params)``."""
+    cd = check_compute_dtype(compute_dtype, "jlstm.debug")
+    return jnp.dtype(cd if cd is not None else jnp.result_type(xs, *jax.tree.leaves(params)))
+
+
+def check_inputs(params, xs, carry=None, lengths=None, *, compute_dtype=None) -> None:
     """Runtime checks of ``lstm``'s inputs, for use inside ``checkify.checkify``.
 
-    Checks that ``params.W``, ``params.U``, ``params.b``, ``xs`` and the carry are finite and that
-    ``lengths`` lie in ``[0, T]``.
+    Checks that every floating leaf of ``params`` (``LSTMParams`` or any ``CellParams``: ``params.W``,
+    ``params.extra['p_i']``, ...), ``xs`` and the carry are finite and that ``lengths`` lie in ``[0, T]``.
+    Under 16-bit compute (``compute_dtype`` or 16-bit inputs) it also checks that what is rounded to the
+    compute dtype (``xs``, ``params.W``, ``params.U``, ``carry.h``) fits it: float16's largest finite
+    value is 65504, and a larger float32 input becomes inf there.
     """
-    for name, a in zip(("params.W", "params.U", "params.b"), params):
-        _first_bad(name, a)
-    _first_bad("xs", xs)
-    if carry is not None:
-        _first_bad("carry.h", jnp.asarray(carry[0]))
-        _first_bad("carry.c", jnp.asarray(carry[1]))
+    named = _leaves(params, xs, carry)
+    for name, a in named:
+        _first(name, ~jnp.isfinite(a), "holds NaN or Inf")
+    cd = _compute_dtype(params, xs, compute_dtype)
+    if state_dtype(cd) != cd:  # 16-bit compute: the products' operands are rounded to cd
+        rounded = ("xs", "params.W", "params.U", "carry.h")
+        for name, a in named:
+            if name in rounded and jnp.finfo(a.dtype).max > jnp.finfo(cd).max:
+                what = (
+                    f"holds values beyond {cd.name}'s range (largest finite {float(jnp.finfo(cd).max):g}), "
+                    f"which become inf when rounded to the compute dtype {cd.name}"
+                )
+                _first(name, jnp.isfinite(a) & ~jnp.isfinite(a.astype(cd)), what, _advice(cd))
     if lengths is not None:
-        T = xs.shape[-2]
+        T = jnp.shape(xs)[-2]
         checkify.check(
             jnp.all((lengths >= 0) & (lengths <= T)),
             f"jlstm: lengths must lie in [0, T] = [0, {T}]; got min {{}} and max {{}}.",
@@ -45,12 +79,27 @@ def check_inputs(params, xs, carry=None, lengths=None) -> None:
         )
 
 
+def _overflow_message(cd: jnp.dtype) -> str:
+    msg = "jlstm: the outputs became non-finite inside the recurrence, first at step t = {}"
+    if state_dtype(cd) == cd:
+        return msg + "."
+    # The inputs were checked first, so they were finite and fit cd: a value made inside overflowed.
+    return (
+        f"{msg}, from finite inputs under {cd.name} compute: a 16-bit value overflowed ({cd.name}'s largest "
+        f"finite value is {float(jnp.finfo(cd).max):g}). The products' operands (xs, W, U, h) and the "
+        f"outputs are {cd.name}; only the sums, the gates and c are float32. {_advice(cd)}."
+    )
+
+
 def checked_lstm(params, xs, carry=None, **kwargs):
     """``lstm`` with runtime checks; returns ``(error, (hs, final_carry))``.
 
-    The inputs are checked as in ``check_inputs``; then the outputs, so that a non-finite value created
-    inside the recurrence (overflow) is reported with the first step where it appears. Works under
-    ``jit``; call ``error.throw()`` to raise, or ``error.get()`` for the message.
+    Works for every cell (``LSTMParams``, a variant's or a user cell's ``CellParams``). The inputs are
+    checked as in ``check_inputs`` (with ``kwargs``'s ``lengths`` and ``compute_dtype``); then the
+    outputs, so that a non-finite value created inside the recurrence (overflow) is reported with the
+    first step where it appears; under 16-bit compute the message says that a 16-bit value overflowed
+    and suggests a wider compute dtype. Works under ``jit``; call ``error.throw()`` to raise, or
+    ``error.get()`` for the message.
 
     Example:
       >>> err, (hs, final) = jax.jit(jlstm.debug.checked_lstm)(params, xs)
@@ -58,14 +107,11 @@ def checked_lstm(params, xs, carry=None, **kwargs):
     """
 
     def run(params, xs, carry):
-        check_inputs(params, xs, carry, kwargs.get("lengths"))
-        hs, final = lstm(params, xs, carry, **kwargs)
+        hs, final = lstm(params, xs, carry, **kwargs)  # first: its trace-time checks name a bad argument
+        check_inputs(params, xs, carry, kwargs.get("lengths"), compute_dtype=kwargs.get("compute_dtype"))
         bad_t = jnp.any(~jnp.isfinite(hs), axis=tuple(i for i in range(hs.ndim) if i != hs.ndim - 2))
-        checkify.check(
-            ~jnp.any(bad_t),
-            "jlstm: the outputs became non-finite inside the recurrence, first at step t = {}.",
-            jnp.argmax(bad_t),
-        )
+        cd = _compute_dtype(params, xs, kwargs.get("compute_dtype"))
+        checkify.check(~jnp.any(bad_t), _overflow_message(cd), jnp.argmax(bad_t))
         return hs, final
 
     return checkify.checkify(run, errors=checkify.user_checks)(params, xs, carry)

@@ -13,6 +13,7 @@ from jlstm.cells.family import family_cell
 from jlstm.cells.init import check_cell_params, init_cell, make_spec
 from jlstm.cells.spec import CellParams, CellSpec, num_gates
 from jlstm.core import checks as _checks
+from jlstm.core import contract as _contract
 from jlstm.core import params as _params
 from jlstm.core import prepare as _prep
 from jlstm.core import sequence as _seq
@@ -187,11 +188,14 @@ def lstm(
     compute_dtype = _prep.check_compute_dtype(compute_dtype, where)
     cp = as_cell_params(params, where)
     leaves = jax.tree.leaves(cp)
+    xs = _checks._floating("xs", xs, where)  # before result_type, which cannot read a list
     dtype = jnp.result_type(xs, *leaves) if compute_dtype is None else compute_dtype
     p = _prep.prepare(xs, carry, lengths, D=cp.input_size, H=cp.hidden_size, R=cp.output_size, dtype=dtype,
                       where=where)  # fmt: skip
     noise, mx, mh, mU = _draw_masks(key, rates, rd, cp, p, dtype) if train else (None,) * 4
     cell = _cell_of(cp.spec, rates, where)
+    if isinstance(cp.spec, Cell):  # a user's cell: its outputs checked against the interface
+        _contract.check_cell_contract(cell, _weights(cp).theta, B=p.B, H=p.H, R=p.R, dtype=dtype, where=where)
     return _seq.run(cell, _weights(cp, mU), p, reverse=reverse, backward=backward, remat=remat,
                     noise=noise, mx=mx, mh=mh)  # fmt: skip
 
@@ -235,9 +239,14 @@ def lstm_trace(
         return _seq.lstm_trace(params, xs, g_hs, carry, g_final, lengths=lengths)
     where = "jlstm.lstm_trace"
     cp = as_cell_params(params, where)
+    xs = _checks._floating("xs", xs, where)  # before result_type, which cannot read a list
     dtype = jnp.result_type(xs, *jax.tree.leaves(cp))
     p = _prep.prepare(xs, carry, lengths, D=cp.input_size, H=cp.hidden_size, R=cp.output_size, dtype=dtype,
                       where=where)  # fmt: skip
+    if isinstance(cp.spec, Cell):  # a user's cell: its outputs checked against the interface
+        _contract.check_cell_contract(
+            cp.spec, _weights(cp).theta, B=p.B, H=p.H, R=p.R, dtype=dtype, where=where
+        )
     w = _weights(cp)
     (dW, dU, db, dth), dxs, dcarry, tr = _seq.trace(
         _cell_of(cp.spec, None, where), w, p, g_hs, g_final, where=where
