@@ -12,20 +12,26 @@ import jlstm
 @pytest.mark.parametrize("scale", [1e2, 1e4])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 def test_huge_preactivations_give_finite_equal_gradients(key, scale, dtype):
-    params, xs, c0 = problem(key, (3,), T=8, dtype=dtype)
+    T, D, H = 8, 3, 4
+    params, xs, c0 = problem(key, (3,), T=T, D=D, H=H, dtype=dtype)
     params = jax.tree.map(lambda a: a * scale, params)  # pre-activations of order `scale`
     z = jnp.einsum("btd,dg->btg", xs, params.W)
     assert float(jnp.max(jnp.abs(z))) > scale / 10
     hs, (h, c) = jlstm.lstm(params, xs, c0)
     assert bool(jnp.all(jnp.isfinite(hs))) and bool(jnp.all(jnp.isfinite(c)))
     g = jax.grad(full_loss, argnums=(0, 1, 2))
-    gm, ga = g(params, xs, c0, "manual"), g(params, xs, c0, "autodiff")
+    with jax.default_matmul_precision("highest"):  # full float32 on a GPU too (TF32 by default there)
+        gm, ga = g(params, xs, c0, "manual"), g(params, xs, c0, "autodiff")
     for a, b in zip(jax.tree.leaves(gm), jax.tree.leaves(ga)):
         assert bool(jnp.all(jnp.isfinite(a)))
         if dtype == jnp.float64:
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
-        else:  # saturated gates: the two derivative formulas round differently, so compare norm-wise
-            assert rel_err(a, b) < 1e-4
+    if dtype == jnp.float32:
+        # Saturated gates: the two derivative formulas round differently, and a leaf whose gradient
+        # saturation has all but zeroed (|dW| ~ 1e-9, or exactly 0 in one formula) has no relative
+        # accuracy, so the error is relative to the whole gradient. Its longest chain of rounded sums:
+        # T steps of D + H terms, n * eps32 = 6.7e-6 (measured <= 5.7e-7 over 8 seeds at each scale).
+        assert rel_err(gm, ga) < T * (D + H) * float(jnp.finfo(jnp.float32).eps)
 
 
 def test_cell_state_grows_without_overflow_when_forget_gate_is_open(key):

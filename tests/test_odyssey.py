@@ -30,7 +30,8 @@ VARIANT_FIELDS = (
 def quick(tmp_path_factory):
     """One quick run for the whole module: (summary as returned, its output directory)."""
     out = tmp_path_factory.mktemp("odyssey")
-    return study.run(study.quick_config(out=str(out))), out
+    with jax.default_matmul_precision("highest"):  # float32 training, on a GPU too (TF32 by default)
+        return study.run(study.quick_config(out=str(out))), out
 
 
 def check_entry(entry: dict, baseline: bool) -> None:
@@ -134,6 +135,8 @@ def test_vmapped_trials_train_as_they_would_alone(quick):
     assert (
         tp["trials"] >= 2 and tp["vmapped_trials_per_second"] > 0 and tp["sequential_trials_per_second"] > 0
     )
+    # float32 rounding (batched sums in another order) grown by training, which a chaotic trial does
+    # without a bound; measured median 0, max 1.2e-7. A trial trained with another's settings is O(1).
     assert tp["median_relative_difference"] < 1e-4 and tp["max_relative_difference"] < 1e-2
 
 

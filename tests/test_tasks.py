@@ -74,8 +74,10 @@ def test_gomez_first_step_is_the_sources():
 
     prob = tasks.make("gomez", seed=0, **TINY, seq_len=2)
     params = prob.init(jax.random.key(0))
-    np.testing.assert_allclose(params["lstm"].W, example.W, rtol=1e-7)
-    grads = jax.grad(lambda p: prob.loss(p, prob.batch(0))[0])(params)
+    np.testing.assert_allclose(params["lstm"].W, example.W, rtol=1e-7)  # float32's rounding: <= 6e-8
+    with jax.default_matmul_precision("highest"):  # the source's digits need full float32 (a GPU: TF32)
+        grads = jax.grad(lambda p: prob.loss(p, prob.batch(0))[0])(params)
+        loss = prob.loss(params, prob.batch(0))[0]
     new = optax.apply_updates(params, jax.tree.map(lambda g: -0.1 * g, grads))
     check = prob.first_step(new)
     assert check["first_step_matches_source"] and check["first_step_max_units"] < 1.0
@@ -83,7 +85,9 @@ def test_gomez_first_step_is_the_sources():
     assert not prob.first_step(params)["first_step_matches_source"]
     # Loss E = sum_t (out_t - y_t)^2 / 2 with the source's printed outputs 0.53631 and 0.77197.
     want = 0.5 * ((0.53631 - 0.5) ** 2 + (0.77197 - 1.25) ** 2)
-    np.testing.assert_allclose(prob.loss(params, prob.batch(0))[0], want, rtol=1e-4)
+    # The printed 0.77197 is 1.1e-5 off the exact 0.7719811 (the source's rounded intermediates): d E / E
+    # = |out - y| d out / E = 4.6e-5, as measured (4.5e-5); float32's own error is ~1e-7.
+    np.testing.assert_allclose(loss, want, rtol=1e-4)
 
 
 def test_make_rejects_unknown_task():

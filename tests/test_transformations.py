@@ -130,6 +130,7 @@ def test_checkpoint_around_lstm():
     expected = grad(_loss())
     _close(grad(jax.checkpoint(_loss())), expected)
     _close(grad(jax.checkpoint(_loss(), policy=jax.checkpoint_policies.nothing_saveable)), expected)
+
     # and jlstm's own option, which recomputes inside the hand-written backward
     def own(remat):
         return lambda p, xs, ys: jlstm.l2_loss(jlstm.lstm(p, xs, remat=remat)[0], ys)
