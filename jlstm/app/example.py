@@ -32,25 +32,48 @@ LEARNING_RATE = 0.1
 # (name, printed value(s)) in the order the source prints them. Vectors over gates are (a, i, f, o);
 # dW is printed by the source as [4 gates x 2 inputs], the transpose of our [D, 4H].
 SOURCE: list[tuple[str, str | list]] = [
-    ("a_0", "0.81775"), ("i_0", "0.96083"), ("f_0", "0.85195"), ("o_0", "0.81757"),
-    ("state_0", "0.78572"), ("out_0", "0.53631"),
-    ("a_1", "0.84980"), ("i_1", "0.98118"), ("f_1", "0.87030"), ("o_1", "0.84993"),
-    ("state_1", "1.5176"), ("out_1", "0.77197"),
-    ("Delta_1", "-0.47803"), ("delta out_1", "-0.47803"), ("delta state_1", "-0.07111"),
+    ("a_0", "0.81775"),
+    ("i_0", "0.96083"),
+    ("f_0", "0.85195"),
+    ("o_0", "0.81757"),
+    ("state_0", "0.78572"),
+    ("out_0", "0.53631"),
+    ("a_1", "0.84980"),
+    ("i_1", "0.98118"),
+    ("f_1", "0.87030"),
+    ("o_1", "0.84993"),
+    ("state_1", "1.5176"),
+    ("out_1", "0.77197"),
+    ("Delta_1", "-0.47803"),
+    ("delta out_1", "-0.47803"),
+    ("delta state_1", "-0.07111"),
     ("delta gates_1", ["-0.01938", "-0.00112", "-0.00631", "-0.05538"]),
-    ("delta x_1", ["-0.04743", "-0.03073"]), ("Delta out_0", "-0.01828"),
-    ("Delta_0", "0.03631"), ("delta out_0", "0.01803"), ("delta state_0", "-0.05349"),
+    ("delta x_1", ["-0.04743", "-0.03073"]),
+    ("Delta out_0", "-0.01828"),
+    ("Delta_0", "0.03631"),
+    ("delta out_0", "0.01803"),
+    ("delta state_0", "-0.05349"),
     ("delta gates_0", ["-0.01703", "-0.00165", "0", "0.00176"]),
-    ("delta x_0", ["-0.00817", "-0.00487"]), ("Delta out_-1", "-0.00343"),
-    ("dW^T", [["-0.02672", "-0.0922"], ["-0.00221", "-0.00666"], ["-0.00316", "-0.01893"],
-              ["-0.02593", "-0.16262"]]),
+    ("delta x_0", ["-0.00817", "-0.00487"]),
+    ("Delta out_-1", "-0.00343"),
+    (
+        "dW^T",
+        [
+            ["-0.02672", "-0.0922"],
+            ["-0.00221", "-0.00666"],
+            ["-0.00316", "-0.01893"],
+            ["-0.02593", "-0.16262"],
+        ],
+    ),
     ("dU", ["-0.01039", "-0.00060", "-0.00338", "-0.02970"]),
     ("db", ["-0.03641", "-0.00277", "-0.00631", "-0.05362"]),
-    ("new W^T", [["0.45267", "0.25922"], ["0.95022", "0.80067"], ["0.70031", "0.45189"],
-                 ["0.60259", "0.41626"]]),
+    (
+        "new W^T",
+        [["0.45267", "0.25922"], ["0.95022", "0.80067"], ["0.70031", "0.45189"], ["0.60259", "0.41626"]],
+    ),
     ("new U", ["0.15104", "0.80006", "0.10034", "0.25297"]),
     ("new b", ["0.20364", "0.65028", "0.15063", "0.10536"]),
-]  # fmt: skip
+]
 
 ERRATA = [
     "Delta out_-1: the source's formula reads U^T . delta gates_1; it must be delta gates_0 (the "
@@ -141,9 +164,13 @@ def replay() -> dict[str, np.ndarray]:
         out[f"Delta_{t}"] = g(f"out_{t}") - ys[t, 0]
         gates_t = jnp.asarray([g(f"{n}_{t}") for n in "aifo"])[None]
         st = backward_step(
-            gates_t, jnp.asarray([[g(f"state_{t}")]]), jnp.asarray([[c_prev[t]]]),
-            jnp.asarray([[g(f"Delta_{t}")]]), jnp.asarray([[dh]]), jnp.asarray([[dc]]),
-        )  # fmt: skip
+            gates_t,
+            jnp.asarray([[g(f"state_{t}")]]),
+            jnp.asarray([[c_prev[t]]]),
+            jnp.asarray([[g(f"Delta_{t}")]]),
+            jnp.asarray([[dh]]),
+            jnp.asarray([[dc]]),
+        )
         out[f"delta out_{t}"] = np.asarray(st.delta_out)[0, 0]
         out[f"delta state_{t}"] = np.asarray(st.delta_state)[0, 0]
         out[f"delta gates_{t}"] = np.asarray(st.delta_gates)[0]

@@ -213,8 +213,14 @@ def run(cfg: StudyConfig = StudyConfig()) -> dict:
             t1 = time.perf_counter()
             trained, mse[name]["trained"] = _train(kind, params, cfg)
             phases.append(("trained", trained))
-            log.info("%s: %d steps in %.0f s, test MSE %.4f -> %.4f", name, cfg.steps,
-                     time.perf_counter() - t1, mse[name]["init"], mse[name]["trained"])  # fmt: skip
+            log.info(
+                "%s: %d steps in %.0f s, test MSE %.4f -> %.4f",
+                name,
+                cfg.steps,
+                time.perf_counter() - t1,
+                mse[name]["init"],
+                mse[name]["trained"],
+            )
         decay[name] = {}
         for phase, p in phases:
             prof = gradient_profile(kind, p, xs, ys)
@@ -222,11 +228,17 @@ def run(cfg: StudyConfig = StudyConfig()) -> dict:
             g = prof["grad_h"]
             decay[name][phase] = float(g[0] / g[-1])
             for t in range(T):
-                rows.append({
-                    "model": name, "phase": phase, "distance": T - 1 - t, "step": t,
-                    "grad_h_norm": float(g[t]), "grad_h_relative": float(g[t] / g[-1]),
-                    "grad_c_norm": float(prof["grad_c"][t]) if "grad_c" in prof else "",
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "model": name,
+                        "phase": phase,
+                        "distance": T - 1 - t,
+                        "step": t,
+                        "grad_h_norm": float(g[t]),
+                        "grad_h_relative": float(g[t] / g[-1]),
+                        "grad_c_norm": float(prof["grad_c"][t]) if "grad_c" in prof else "",
+                    }
+                )
     with open(out / "gradflow.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()

@@ -10,8 +10,16 @@ from jlstm.cells.spec import CellParams
 from jlstm.core.interface import Cell
 
 
-def init_params(key, cell: Cell, input_size: int, hidden_size: int, *, output_size: int | None = None,
-                theta: dict | None = None, dtype=jnp.float32) -> CellParams:  # fmt: skip
+def init_params(
+    key,
+    cell: Cell,
+    input_size: int,
+    hidden_size: int,
+    *,
+    output_size: int | None = None,
+    theta: dict | None = None,
+    dtype=jnp.float32,
+) -> CellParams:
     """``CellParams(W [D, GH], U [R, GH], b [GH], extra=theta, spec=cell)`` with ``W``, ``U`` uniform in
     ``+-1/sqrt(H)`` and ``b`` zero; ``R = output_size or H``. ``jlstm.lstm`` then runs ``cell`` with its
     own backward, and ``jlstm.cells.check.check_cell(cell, params)`` checks it."""

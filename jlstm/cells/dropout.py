@@ -53,5 +53,8 @@ def draw(key, rd: RecurrentDropout, B: int, G: int, D: int, R: int, U_shape, dty
     """``(mx [B, G', D], mh [B, G', R], mU [R, GH])`` or None for each, with ``G'`` = 1 if tied else G."""
     kx, kh, ku = jax.random.split(key, 3)
     g = 1 if rd.tied else G
-    return (_mask(kx, rd.input_rate, (B, g, D), dtype), _mask(kh, rd.rate, (B, g, R), dtype),
-            _mask(ku, rd.dropconnect, U_shape, dtype))  # fmt: skip
+    return (
+        _mask(kx, rd.input_rate, (B, g, D), dtype),
+        _mask(kh, rd.rate, (B, g, R), dtype),
+        _mask(ku, rd.dropconnect, U_shape, dtype),
+    )

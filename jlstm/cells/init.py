@@ -42,9 +42,14 @@ def make_spec(
     for name, v in (("peephole", peephole), ("layer_norm", layer_norm)):
         if not isinstance(v, bool):
             raise TypeError(f"{where}: {name} must be a bool; got {v!r}.")
-    return CellSpec(variant, peephole, proj_size, layer_norm,
-                    None if cell_clip is None else float(cell_clip),
-                    None if proj_clip is None else float(proj_clip))  # fmt: skip
+    return CellSpec(
+        variant,
+        peephole,
+        proj_size,
+        layer_norm,
+        None if cell_clip is None else float(cell_clip),
+        None if proj_clip is None else float(proj_clip),
+    )
 
 
 def init_cell(key, input_size: int, hidden_size: int, spec: CellSpec, *, forget_bias, dtype) -> CellParams:

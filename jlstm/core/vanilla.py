@@ -18,8 +18,9 @@ def _forward(theta, zx, zh, h_prev, c_prev, noise):
 def _backward_fn(theta, gates, c_prev, c, g_h, dh, dc, noise):
     # Looked up at trace time, so that a test can substitute a wrong step and see the checks fail.
     s = _backward.backward_step(gates, c, c_prev, g_h, dh, dc)
-    return CellGrads(dzx=s.delta_gates, dzh=None, dh_prev=None, dc_prev=s.dc_prev, dtheta={},
-                     delta_state=s.delta_state)  # fmt: skip
+    return CellGrads(
+        dzx=s.delta_gates, dzh=None, dh_prev=None, dc_prev=s.dc_prev, dtheta={}, delta_state=s.delta_state
+    )
 
 
 VANILLA = Cell(name="lstm", num_gates=4, forward=_forward, backward=_backward_fn)

@@ -247,8 +247,18 @@ def _carries_in(where, name, carries, n_layers, bidirectional, order, batch, lay
     return out
 
 
-def stacked_call(where, layers, x, *, carries, lengths, bidirectional, order,
-                 names=("inputs", "seq_lengths", "initial_carry"), **kw):  # fmt: skip
+def stacked_call(
+    where,
+    layers,
+    x,
+    *,
+    carries,
+    lengths,
+    bidirectional,
+    order,
+    names=("inputs", "seq_lengths", "initial_carry"),
+    **kw,
+):
     """``jlstm.stacked_lstm`` with carries in the framework's ``order``; ``x [*batch, T, D]``. ``names``:
     the framework's names of the inputs, the lengths and the carries, for the errors.
 

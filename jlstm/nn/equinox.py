@@ -74,15 +74,37 @@ class LSTM(eqx.Module):
     remat: int | None = eqx.field(static=True)
     compute_dtype: Any = eqx.field(static=True)
 
-    def __init__(self, input_size: int, hidden_size: int, *, forget_bias: float = 1.0,
-                 peephole=False, proj_size=None, layer_norm=False, cell_clip=None,
-                 proj_clip=None, variant=None, zoneout=None, recurrent_dropout=None,
-                 dropout: float = 0.0, inference: bool = False, reverse: bool = False,
-                 backward: str = "manual", remat=None, compute_dtype=None,
-                 dtype=jnp.float32, key: jax.Array):  # fmt: skip
-        options = C.init_options(peephole=peephole, proj_size=proj_size,
-                                 layer_norm=layer_norm, cell_clip=cell_clip,
-                                 proj_clip=proj_clip, variant=variant)  # fmt: skip
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        *,
+        forget_bias: float = 1.0,
+        peephole=False,
+        proj_size=None,
+        layer_norm=False,
+        cell_clip=None,
+        proj_clip=None,
+        variant=None,
+        zoneout=None,
+        recurrent_dropout=None,
+        dropout: float = 0.0,
+        inference: bool = False,
+        reverse: bool = False,
+        backward: str = "manual",
+        remat=None,
+        compute_dtype=None,
+        dtype=jnp.float32,
+        key: jax.Array,
+    ):
+        options = C.init_options(
+            peephole=peephole,
+            proj_size=proj_size,
+            layer_norm=layer_norm,
+            cell_clip=cell_clip,
+            proj_clip=proj_clip,
+            variant=variant,
+        )
         arrays, self.spec = C.init_arrays(
             key, input_size, hidden_size, forget_bias=forget_bias, dtype=dtype, options=options
         )
@@ -105,10 +127,14 @@ class LSTM(eqx.Module):
 
     def lstm_options(self, key=None) -> dict:
         """``jlstm.lstm``'s keyword arguments for this layer; ``key`` None runs evaluation mode."""
-        return C.lstm_kwargs(backward=self.backward, remat=self.remat,
-                             compute_dtype=self.compute_dtype, zoneout=self.zoneout,
-                             rdropout=C.recurrent_dropout(self.recurrent_dropout, self.dropout),
-                             key=key)  # fmt: skip
+        return C.lstm_kwargs(
+            backward=self.backward,
+            remat=self.remat,
+            compute_dtype=self.compute_dtype,
+            zoneout=self.zoneout,
+            rdropout=C.recurrent_dropout(self.recurrent_dropout, self.dropout),
+            key=key,
+        )
 
     def __call__(self, xs: jax.Array, state=None, *, length=None, key=None, inference=None):
         """Run over ``xs [T, D]`` (or ``[..., T, D]``).
@@ -164,9 +190,18 @@ class StackedLSTM(eqx.Module):
     bidirectional: bool = eqx.field(static=True)
     dropout: float = eqx.field(static=True)
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int, *,
-                 bidirectional=False, dropout: float = 0.0, inference: bool = False,
-                 key: jax.Array, **layer_options):  # fmt: skip
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int,
+        *,
+        bidirectional=False,
+        dropout: float = 0.0,
+        inference: bool = False,
+        key: jax.Array,
+        **layer_options,
+    ):
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
             raise ValueError(
                 f"jlstm.nn.equinox.StackedLSTM: num_layers must be a positive int; got {num_layers!r}."
@@ -198,8 +233,16 @@ class StackedLSTM(eqx.Module):
         first = self.layers[0][0] if self.bidirectional else self.layers[0]
         key = _train_key(where, self.dropout > 0 or first.stochastic, _pick(inference, self.inference), key)
         length = None if length is None else jnp.asarray(length)
-        return C.stacked_call(where, self.params, xs, carries=state, lengths=length,
-                              bidirectional=self.bidirectional, order=("h", "c"),
-                              names=("xs", "length", "state"),
-                              dropout=self.dropout if key is not None else 0.0, key=key,
-                              **first.lstm_options())  # fmt: skip
+        return C.stacked_call(
+            where,
+            self.params,
+            xs,
+            carries=state,
+            lengths=length,
+            bidirectional=self.bidirectional,
+            order=("h", "c"),
+            names=("xs", "length", "state"),
+            dropout=self.dropout if key is not None else 0.0,
+            key=key,
+            **first.lstm_options(),
+        )

@@ -13,32 +13,12 @@ Example:
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import keras
 
 import jlstm
 from jlstm.nn import _common as C
-
-_CELL = ("peephole", "proj_size", "layer_norm", "cell_clip", "proj_clip", "variant")
-_STOCHASTIC = ("zoneout", "recurrent_dropout", "remat")
-_LSTM_CONFIG = ("units", "return_sequences", "return_state", "go_backwards", "dropout", "recurrent_dropout",
-                "zoneout", "unit_forget_bias", "backward", "remat", "seed")  # fmt: skip
-_STACKED_CONFIG = ("units", "num_layers", "bidirectional", "dropout", "return_sequences", "return_state",
-                   "unit_forget_bias", "backward", "seed")  # fmt: skip
-
-
-def _key(seed_generator) -> jax.Array:
-    return jax.random.wrap_key_data(jnp.asarray(seed_generator.next(), jnp.uint32))
-
-
-def _lengths(where: str, mask, batch):
-    return None if mask is None else C.mask_to_lengths(where, mask, batch)
-
-
-def _rdropout_config(rd):
-    """A ``jlstm.RecurrentDropout`` as a plain dict for get_config (floats pass through)."""
-    return dict(rd._asdict()) if hasattr(rd, "_asdict") else rd
+from jlstm.nn import _keras_conventions as KC
 
 
 @keras.saving.register_keras_serializable(package="jlstm")
@@ -63,20 +43,43 @@ class LSTM(keras.layers.Layer):
     ``.params`` gives them as ``jlstm.LSTMParams``/``CellParams``.
     """
 
-    def __init__(self, units: int, *, return_sequences=False, return_state=False, go_backwards=False,
-                 dropout=0.0, recurrent_dropout=0.0, zoneout=None, unit_forget_bias=True, peephole=False,
-                 proj_size=None, layer_norm=False, cell_clip=None, proj_clip=None, variant=None,
-                 backward="manual", remat=None, seed=None, **kwargs):  # fmt: skip
+    def __init__(
+        self,
+        units: int,
+        *,
+        return_sequences=False,
+        return_state=False,
+        go_backwards=False,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        zoneout=None,
+        unit_forget_bias=True,
+        peephole=False,
+        proj_size=None,
+        layer_norm=False,
+        cell_clip=None,
+        proj_clip=None,
+        variant=None,
+        backward="manual",
+        remat=None,
+        seed=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        if isinstance(recurrent_dropout, dict):
-            recurrent_dropout = jlstm.RecurrentDropout(**recurrent_dropout)
+        recurrent_dropout = KC.rdropout_from_config(recurrent_dropout)
         self.units, self.return_sequences, self.return_state = units, return_sequences, return_state
         self.go_backwards, self.stateful = go_backwards, False
         self.dropout, self.recurrent_dropout = dropout, recurrent_dropout
         self.zoneout = tuple(zoneout) if isinstance(zoneout, list) else zoneout
         self.unit_forget_bias, self.backward, self.remat, self.seed = unit_forget_bias, backward, remat, seed
-        self.options = C.init_options(peephole=peephole, proj_size=proj_size, layer_norm=layer_norm,
-                                      cell_clip=cell_clip, proj_clip=proj_clip, variant=variant)  # fmt: skip
+        self.options = C.init_options(
+            peephole=peephole,
+            proj_size=proj_size,
+            layer_norm=layer_norm,
+            cell_clip=cell_clip,
+            proj_clip=proj_clip,
+            variant=variant,
+        )
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
         self.input_spec = keras.InputSpec(ndim=3)
@@ -84,9 +87,14 @@ class LSTM(keras.layers.Layer):
         self.param_names: tuple[str, ...] = ()  # set by build
 
     def build(self, sequences_shape, initial_state_shape=None):
-        arrays, self.spec = C.init_arrays(_key(self.seed_generator), int(sequences_shape[-1]), self.units,
-                                          forget_bias=1.0 if self.unit_forget_bias else 0.0,
-                                          dtype=self.variable_dtype, options=self.options)  # fmt: skip
+        arrays, self.spec = C.init_arrays(
+            KC.key(self.seed_generator),
+            int(sequences_shape[-1]),
+            self.units,
+            forget_bias=1.0 if self.unit_forget_bias else 0.0,
+            dtype=self.variable_dtype,
+            options=self.options,
+        )
         for name, a in arrays.items():
             # autocast=False: jlstm casts to the compute dtype itself and keeps c and the sums in float32.
             var = self.add_weight(
@@ -112,8 +120,14 @@ class LSTM(keras.layers.Layer):
     def lstm_options(self, key=None) -> dict:
         """``jlstm.lstm``'s keyword arguments for this layer; ``key`` None runs evaluation mode."""
         rd = C.recurrent_dropout(self.recurrent_dropout, self.dropout)
-        return C.lstm_kwargs(backward=self.backward, remat=self.remat, compute_dtype=self.compute_dtype,
-                             zoneout=self.zoneout, rdropout=rd, key=key)  # fmt: skip
+        return C.lstm_kwargs(
+            backward=self.backward,
+            remat=self.remat,
+            compute_dtype=self.compute_dtype,
+            zoneout=self.zoneout,
+            rdropout=rd,
+            key=key,
+        )
 
     def _sizes(self, D: int):
         return D, self.units, self.options.get("proj_size") or self.units
@@ -131,9 +145,9 @@ class LSTM(keras.layers.Layer):
         carry = None
         if initial_state is not None:
             carry = C.check_carry(where, "initial_state", initial_state, ("h", "c"), batch, H, R)
-        kw = self.lstm_options(_key(self.seed_generator) if training and self.stochastic else None)
+        kw = self.lstm_options(KC.key(self.seed_generator) if training and self.stochastic else None)
         hs, (h, c) = jlstm.lstm(
-            params, x, carry, lengths=_lengths(where, mask, batch), reverse=self.go_backwards, **kw
+            params, x, carry, lengths=KC.lengths(where, mask, batch), reverse=self.go_backwards, **kw
         )
         if self.go_backwards:
             hs = jnp.flip(hs, axis=-2)  # Keras's go_backwards: outputs in reversed time order
@@ -162,9 +176,9 @@ class LSTM(keras.layers.Layer):
         return [out, None, None] if self.return_state else out
 
     def get_config(self):
-        config = {k: getattr(self, k) for k in _LSTM_CONFIG}
-        config["recurrent_dropout"] = _rdropout_config(self.recurrent_dropout)
-        return {**super().get_config(), **config, **{k: self.options.get(k) for k in _CELL}}
+        config = {k: getattr(self, k) for k in KC.LSTM_CONFIG}
+        config["recurrent_dropout"] = KC.rdropout_config(self.recurrent_dropout)
+        return {**super().get_config(), **config, **{k: self.options.get(k) for k in KC.CELL}}
 
 
 @keras.saving.register_keras_serializable(package="jlstm")
@@ -185,24 +199,31 @@ class StackedLSTM(keras.layers.Layer):
     the flat list ``[h, c]`` per layer (per direction), as ``return_state`` returns it.
     """
 
-    def __init__(self, units: int, num_layers: int, *, bidirectional=False, dropout=0.0,
-                 return_sequences=False, return_state=False, unit_forget_bias=True, backward="manual",
-                 seed=None, **kwargs):  # fmt: skip
-        layer_options = {k: kwargs.pop(k) for k in (*_CELL, *_STOCHASTIC) if k in kwargs}
-        if isinstance(layer_options.get("recurrent_dropout"), dict):
-            layer_options["recurrent_dropout"] = jlstm.RecurrentDropout(**layer_options["recurrent_dropout"])
+    def __init__(
+        self,
+        units: int,
+        num_layers: int,
+        *,
+        bidirectional=False,
+        dropout=0.0,
+        return_sequences=False,
+        return_state=False,
+        unit_forget_bias=True,
+        backward="manual",
+        seed=None,
+        **kwargs,
+    ):
+        layer_options = {k: kwargs.pop(k) for k in (*KC.CELL, *KC.STOCHASTIC) if k in kwargs}
+        if "recurrent_dropout" in layer_options:
+            layer_options["recurrent_dropout"] = KC.rdropout_from_config(layer_options["recurrent_dropout"])
         super().__init__(**kwargs)
         self.layer_options = layer_options
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
             raise ValueError(
                 f"jlstm.nn.keras.StackedLSTM: num_layers must be a positive int; got {num_layers!r}."
             )
-        self.units, self.num_layers, self.bidirectional, self.dropout = (
-            units,
-            num_layers,
-            bidirectional,
-            dropout,
-        )
+        self.units, self.num_layers = units, num_layers
+        self.bidirectional, self.dropout = bidirectional, dropout
         self.return_sequences, self.return_state, self.backward = return_sequences, return_state, backward
         self.unit_forget_bias, self.seed = unit_forget_bias, seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -239,28 +260,25 @@ class StackedLSTM(keras.layers.Layer):
         """Run the stack over ``sequences [batch, T, D]``; ``initial_state`` the flat ``[h, c]`` list per
         layer and direction; ``mask`` must be right padding."""
         where = "jlstm.nn.keras.StackedLSTM"
-        n_dir = 2 if self.bidirectional else 1
         batch = tuple(sequences.shape[:-2])
-        carries = None
-        if initial_state is not None:
-            if len(initial_state) != 2 * n_dir * self.num_layers:
-                raise ValueError(
-                    f"{where}: initial_state must be the flat list [h, c] per layer and direction "
-                    f"({2 * n_dir * self.num_layers} arrays); got {len(initial_state)}."
-                )
-            pairs = [tuple(initial_state[2 * k : 2 * k + 2]) for k in range(n_dir * self.num_layers)]
-            carries = [tuple(pairs[n_dir * n : n_dir * n + n_dir]) for n in range(self.num_layers)]
-            carries = carries if self.bidirectional else [c[0] for c in carries]
+        carries = KC.stack_carries(where, initial_state, self.num_layers, self.bidirectional)
         first = self.cells[0]
-        key = _key(self.seed_generator) if training and (self.dropout > 0 or first.stochastic) else None
-        hs, finals = C.stacked_call(where, self.params, sequences, carries=carries,
-                                    lengths=_lengths(where, mask, batch), bidirectional=self.bidirectional,
-                                    order=("h", "c"), names=("sequences", "mask", "initial_state"),
-                                    dropout=self.dropout if key is not None else 0.0, key=key,
-                                    **first.lstm_options())  # fmt: skip
-        states = [a for f in finals for s in (f if self.bidirectional else (f,)) for a in s]
-        top = finals[-1] if self.bidirectional else (finals[-1],)
-        out = hs if self.return_sequences else jnp.concatenate([s[0] for s in top], axis=-1)
+        key = KC.key(self.seed_generator) if training and (self.dropout > 0 or first.stochastic) else None
+        hs, finals = C.stacked_call(
+            where,
+            self.params,
+            sequences,
+            carries=carries,
+            lengths=KC.lengths(where, mask, batch),
+            bidirectional=self.bidirectional,
+            order=("h", "c"),
+            names=("sequences", "mask", "initial_state"),
+            dropout=self.dropout if key is not None else 0.0,
+            key=key,
+            **first.lstm_options(),
+        )
+        states = KC.flat_states(finals, self.bidirectional)
+        out = hs if self.return_sequences else KC.top_h(finals, self.bidirectional)
         return (out, *states) if self.return_state else out
 
     def compute_output_shape(self, sequences_shape, initial_state_shape=None):
@@ -277,5 +295,5 @@ class StackedLSTM(keras.layers.Layer):
         return [out] + [None] * (2 * n) if self.return_state else out
 
     def get_config(self):
-        options = {k: _rdropout_config(v) for k, v in self.layer_options.items()}
-        return {**super().get_config(), **{k: getattr(self, k) for k in _STACKED_CONFIG}, **options}
+        options = {k: KC.rdropout_config(v) for k, v in self.layer_options.items()}
+        return {**super().get_config(), **{k: getattr(self, k) for k in KC.STACKED_CONFIG}, **options}

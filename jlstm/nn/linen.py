@@ -21,35 +21,11 @@ import jax.numpy as jnp
 from flax.linen.recurrent import flip_sequences
 
 from jlstm.nn import _common as C
+from jlstm.nn import _linen_conventions as LC
 
 
 def _pick(arg, attr):
     return attr if arg is None else arg
-
-
-def _dropout_key(module: nn.Module, where: str, needed: bool, deterministic):
-    """``make_rng('dropout')`` when the stochastic options train, else None."""
-    if not needed or nn.merge_param("deterministic", module.deterministic, deterministic):
-        return None
-    if not module.has_rng("dropout"):
-        raise ValueError(
-            f"{where}: zoneout or dropout in training mode (deterministic=False) needs the 'dropout' rng: "
-            "pass rngs={'dropout': key} to apply (and init), or deterministic=True to evaluate."
-        )
-    return module.make_rng("dropout")
-
-
-def _cell_options(m) -> dict:
-    """The cell options of an ``LSTM`` or ``StackedLSTM`` (the same attribute names)."""
-    return C.init_options(peephole=m.peephole, proj_size=m.proj_size,
-                          layer_norm=m.layer_norm, cell_clip=m.cell_clip,
-                          proj_clip=m.proj_clip, variant=m.variant)  # fmt: skip
-
-
-def _functional(m, arrays):
-    """Parameter arrays by name -> LSTMParams/CellParams (the spec depends only on the options)."""
-    spec = C.init_shapes(arrays["W"].shape[0], m.features, dtype=m.param_dtype, options=_cell_options(m))[1]
-    return C.from_arrays(dict(arrays), spec)
 
 
 class LSTM(nn.Module):
@@ -102,11 +78,17 @@ class LSTM(nn.Module):
                     f"{where}: {name} must have D = {W.shape[0]} features in its last axis (from params W "
                     f"{tuple(W.shape)}); got {D}."
                 )
-        shapes, _ = C.init_shapes(D, self.features, dtype=self.param_dtype, options=_cell_options(self))
+        shapes, _ = C.init_shapes(D, self.features, dtype=self.param_dtype, options=LC.cell_options(self))
 
         def init(key, name):
-            arrays, _ = C.init_arrays(key, D, self.features, forget_bias=self.forget_bias,
-                                      dtype=self.param_dtype, options=_cell_options(self))  # fmt: skip
+            arrays, _ = C.init_arrays(
+                key,
+                D,
+                self.features,
+                forget_bias=self.forget_bias,
+                dtype=self.param_dtype,
+                options=LC.cell_options(self),
+            )
             return arrays[name]
 
         return {n: self.param(n, init, n) for n in shapes}
@@ -114,7 +96,7 @@ class LSTM(nn.Module):
     @property
     def params(self):
         """The functional parameters (``jlstm.LSTMParams`` or ``CellParams``) of a bound module."""
-        return _functional(self, self.variables["params"])
+        return LC.functional(self, self.variables["params"])
 
     @property
     def stochastic(self) -> bool:
@@ -124,17 +106,31 @@ class LSTM(nn.Module):
     @nn.nowrap
     def lstm_options(self, key=None) -> dict:
         """``jlstm.lstm``'s keyword arguments for this module; ``key`` None runs evaluation mode."""
-        return C.lstm_kwargs(backward=self.backward, remat=self.remat,
-                             compute_dtype=self.dtype, zoneout=self.zoneout,
-                             rdropout=C.recurrent_dropout(self.recurrent_dropout, self.dropout_rate),
-                             key=key)  # fmt: skip
+        return C.lstm_kwargs(
+            backward=self.backward,
+            remat=self.remat,
+            compute_dtype=self.dtype,
+            zoneout=self.zoneout,
+            rdropout=C.recurrent_dropout(self.recurrent_dropout, self.dropout_rate),
+            key=key,
+        )
 
     def _functional(self, D: int, where: str, name: str):
-        return _functional(self, self._arrays(D, where, name))
+        return LC.functional(self, self._arrays(D, where, name))
 
-    def __call__(self, inputs: jax.Array, *, initial_carry=None, init_key=None,
-                 seq_lengths=None, return_carry=None, time_major=None, reverse=None,
-                 keep_order=None, deterministic=None):  # fmt: skip
+    def __call__(
+        self,
+        inputs: jax.Array,
+        *,
+        initial_carry=None,
+        init_key=None,
+        seq_lengths=None,
+        return_carry=None,
+        time_major=None,
+        reverse=None,
+        keep_order=None,
+        deterministic=None,
+    ):
         """Run over ``inputs [*batch, T, D]`` (``[T, *batch, D]`` when ``time_major``).
 
         Args:
@@ -152,14 +148,20 @@ class LSTM(nn.Module):
         where = "jlstm.nn.linen.LSTM"
         D = jnp.shape(inputs)[-1] if jnp.ndim(inputs) else 0
         params = self._functional(D, where, "inputs")
-        key = _dropout_key(self, where, self.stochastic, deterministic)
+        key = LC.dropout_key(self, where, self.stochastic, deterministic)
         kw = self.lstm_options(key)
-        carry, hs = C.flax_call(where, params, inputs, initial_carry=initial_carry,
-                                seq_lengths=seq_lengths,
-                                time_major=_pick(time_major, self.time_major),
-                                reverse=_pick(reverse, self.reverse),
-                                keep_order=_pick(keep_order, self.keep_order),
-                                flip=flip_sequences, **kw)  # fmt: skip
+        carry, hs = C.flax_call(
+            where,
+            params,
+            inputs,
+            initial_carry=initial_carry,
+            seq_lengths=seq_lengths,
+            time_major=_pick(time_major, self.time_major),
+            reverse=_pick(reverse, self.reverse),
+            keep_order=_pick(keep_order, self.keep_order),
+            flip=flip_sequences,
+            **kw,
+        )
         return (carry, hs) if _pick(return_carry, self.return_carry) else hs
 
     def step(self, carry, x: jax.Array):
@@ -218,23 +220,43 @@ class StackedLSTM(nn.Module):
     param_dtype: Any = jnp.float32
 
     def _layer(self, name: str) -> LSTM:
-        names = ("forget_bias", "peephole", "proj_size", "layer_norm", "cell_clip",
-                 "proj_clip", "variant", "zoneout", "recurrent_dropout", "backward",
-                 "remat", "dtype", "param_dtype")  # fmt: skip
+        names = (
+            "forget_bias",
+            "peephole",
+            "proj_size",
+            "layer_norm",
+            "cell_clip",
+            "proj_clip",
+            "variant",
+            "zoneout",
+            "recurrent_dropout",
+            "backward",
+            "remat",
+            "dtype",
+            "param_dtype",
+        )
         return LSTM(self.features, name=name, **{k: getattr(self, k) for k in names})
 
     @property
     def params(self) -> list:
         """The functional parameters of a bound module: the list ``jlstm.stacked_lstm`` takes."""
         v = self.variables["params"]
-        one = lambda name: _functional(self, v[name])
+        one = lambda name: LC.functional(self, v[name])
         if self.bidirectional:
             return [(one(f"layers_{n}"), one(f"layers_{n}_backward")) for n in range(self.num_layers)]
         return [one(f"layers_{n}") for n in range(self.num_layers)]
 
     @nn.compact
-    def __call__(self, inputs, *, initial_carry=None, seq_lengths=None,
-                 return_carry=None, time_major=None, deterministic=None):  # fmt: skip
+    def __call__(
+        self,
+        inputs,
+        *,
+        initial_carry=None,
+        seq_lengths=None,
+        return_carry=None,
+        time_major=None,
+        deterministic=None,
+    ):
         """Run the stack over ``inputs [*batch, T, D]`` (``[T, *batch, D]`` when ``time_major``); carries in
         Flax's ``(c, h)`` order, one per layer (pairs when bidirectional)."""
         where = "jlstm.nn.linen.StackedLSTM"
@@ -252,11 +274,18 @@ class StackedLSTM(nn.Module):
             )
             layers.append(pair if self.bidirectional else pair[0])
         first = self._layer("options")  # unbound: only reads the options
-        key = _dropout_key(self, where, self.dropout_rate > 0 or first.stochastic, deterministic)
-        hs, finals = C.stacked_call(where, layers, x, carries=initial_carry,
-                                    lengths=seq_lengths, bidirectional=self.bidirectional,
-                                    order=("c", "h"),
-                                    dropout=self.dropout_rate if key is not None else 0.0,
-                                    key=key, **first.lstm_options())  # fmt: skip
+        key = LC.dropout_key(self, where, self.dropout_rate > 0 or first.stochastic, deterministic)
+        hs, finals = C.stacked_call(
+            where,
+            layers,
+            x,
+            carries=initial_carry,
+            lengths=seq_lengths,
+            bidirectional=self.bidirectional,
+            order=("c", "h"),
+            dropout=self.dropout_rate if key is not None else 0.0,
+            key=key,
+            **first.lstm_options(),
+        )
         hs = jnp.moveaxis(hs, -2, 0) if tm else hs
         return (finals, hs) if _pick(return_carry, self.return_carry) else hs

@@ -73,20 +73,48 @@ class LSTM(nnx.Module):
     ``nnx.Param``; ``.params`` gives them as ``jlstm.LSTMParams``/``CellParams``.
     """
 
-    def __init__(self, in_features: int, hidden_features: int, *,
-                 forget_bias: float = 1.0, peephole=False, proj_size=None,
-                 layer_norm=False, cell_clip=None, proj_clip=None, variant=None,
-                 zoneout=None, recurrent_dropout=None, dropout_rate: float = 0.0,
-                 deterministic: bool = False, time_major: bool = False,
-                 return_carry: bool = False, reverse: bool = False,
-                 keep_order: bool = False, backward: str = "manual", remat=None,
-                 dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):  # fmt: skip
-        options = C.init_options(peephole=peephole, proj_size=proj_size,
-                                 layer_norm=layer_norm, cell_clip=cell_clip,
-                                 proj_clip=proj_clip, variant=variant)  # fmt: skip
-        arrays, self.spec = C.init_arrays(rngs.params(), in_features, hidden_features,
-                                          forget_bias=forget_bias, dtype=param_dtype,
-                                          options=options)  # fmt: skip
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int,
+        *,
+        forget_bias: float = 1.0,
+        peephole=False,
+        proj_size=None,
+        layer_norm=False,
+        cell_clip=None,
+        proj_clip=None,
+        variant=None,
+        zoneout=None,
+        recurrent_dropout=None,
+        dropout_rate: float = 0.0,
+        deterministic: bool = False,
+        time_major: bool = False,
+        return_carry: bool = False,
+        reverse: bool = False,
+        keep_order: bool = False,
+        backward: str = "manual",
+        remat=None,
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        options = C.init_options(
+            peephole=peephole,
+            proj_size=proj_size,
+            layer_norm=layer_norm,
+            cell_clip=cell_clip,
+            proj_clip=proj_clip,
+            variant=variant,
+        )
+        arrays, self.spec = C.init_arrays(
+            rngs.params(),
+            in_features,
+            hidden_features,
+            forget_bias=forget_bias,
+            dtype=param_dtype,
+            options=options,
+        )
         self.param_names = tuple(arrays)
         for name, a in arrays.items():
             setattr(self, name, nnx.Param(a))
@@ -110,14 +138,28 @@ class LSTM(nnx.Module):
 
     def lstm_options(self, key=None) -> dict:
         """``jlstm.lstm``'s keyword arguments for this layer; ``key`` None runs evaluation mode."""
-        return C.lstm_kwargs(backward=self.backward, remat=self.remat,
-                             compute_dtype=self.dtype, zoneout=self.zoneout,
-                             rdropout=C.recurrent_dropout(self.recurrent_dropout, self.dropout_rate),
-                             key=key)  # fmt: skip
+        return C.lstm_kwargs(
+            backward=self.backward,
+            remat=self.remat,
+            compute_dtype=self.dtype,
+            zoneout=self.zoneout,
+            rdropout=C.recurrent_dropout(self.recurrent_dropout, self.dropout_rate),
+            key=key,
+        )
 
-    def __call__(self, inputs: jax.Array, *, initial_carry=None, seq_lengths=None,
-                 return_carry=None, time_major=None, reverse=None, keep_order=None,
-                 deterministic=None, rngs=None):  # fmt: skip
+    def __call__(
+        self,
+        inputs: jax.Array,
+        *,
+        initial_carry=None,
+        seq_lengths=None,
+        return_carry=None,
+        time_major=None,
+        reverse=None,
+        keep_order=None,
+        deterministic=None,
+        rngs=None,
+    ):
         """Run over ``inputs [*batch, T, D]`` (``[T, *batch, D]`` when ``time_major``).
 
         Args:
@@ -137,12 +179,18 @@ class LSTM(nnx.Module):
         if self.stochastic and not _pick(deterministic, self.deterministic):
             key = _dropout_key(_WHERE, self.rngs, rngs)
         kw = self.lstm_options(key)
-        carry, hs = C.flax_call(_WHERE, self.params, inputs, initial_carry=initial_carry,
-                                seq_lengths=seq_lengths,
-                                time_major=_pick(time_major, self.time_major),
-                                reverse=_pick(reverse, self.reverse),
-                                keep_order=_pick(keep_order, self.keep_order),
-                                flip=flip_sequences, **kw)  # fmt: skip
+        carry, hs = C.flax_call(
+            _WHERE,
+            self.params,
+            inputs,
+            initial_carry=initial_carry,
+            seq_lengths=seq_lengths,
+            time_major=_pick(time_major, self.time_major),
+            reverse=_pick(reverse, self.reverse),
+            keep_order=_pick(keep_order, self.keep_order),
+            flip=flip_sequences,
+            **kw,
+        )
         return (carry, hs) if _pick(return_carry, self.return_carry) else hs
 
     def step(self, carry, x: jax.Array):
@@ -175,10 +223,20 @@ class StackedLSTM(nnx.Module):
     per bidirectional layer). ``.params`` is the list ``jlstm.stacked_lstm`` takes.
     """
 
-    def __init__(self, in_features: int, hidden_features: int, num_layers: int, *,
-                 bidirectional=False, dropout_rate: float = 0.0,
-                 deterministic: bool = False, time_major: bool = False,
-                 return_carry: bool = False, rngs: nnx.Rngs, **layer_options):  # fmt: skip
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int,
+        num_layers: int,
+        *,
+        bidirectional=False,
+        dropout_rate: float = 0.0,
+        deterministic: bool = False,
+        time_major: bool = False,
+        return_carry: bool = False,
+        rngs: nnx.Rngs,
+        **layer_options,
+    ):
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
             raise ValueError(
                 f"jlstm.nn.nnx.StackedLSTM: num_layers must be a positive int; got {num_layers!r}."
@@ -201,8 +259,17 @@ class StackedLSTM(nnx.Module):
         fwd = [layer.params for layer in self.forward_layers]
         return list(zip(fwd, [layer.params for layer in self.backward_layers])) if self.bidirectional else fwd
 
-    def __call__(self, inputs, *, initial_carry=None, seq_lengths=None,
-                 return_carry=None, time_major=None, deterministic=None, rngs=None):  # fmt: skip
+    def __call__(
+        self,
+        inputs,
+        *,
+        initial_carry=None,
+        seq_lengths=None,
+        return_carry=None,
+        time_major=None,
+        deterministic=None,
+        rngs=None,
+    ):
         """Run the stack over ``inputs [*batch, T, D]`` (``[T, *batch, D]`` when ``time_major``); carries in
         Flax's ``(c, h)`` order, one per layer (pairs when bidirectional), as ``nnx.RNN`` returns them."""
         where = "jlstm.nn.nnx.StackedLSTM"
@@ -212,10 +279,17 @@ class StackedLSTM(nnx.Module):
             key = _dropout_key(where, self.rngs, rngs)
         tm = _pick(time_major, self.time_major)
         x = jnp.moveaxis(inputs, 0, -2) if tm else inputs
-        hs, finals = C.stacked_call(where, self.params, x, carries=initial_carry,
-                                    lengths=seq_lengths, bidirectional=self.bidirectional,
-                                    order=("c", "h"),
-                                    dropout=self.dropout_rate if key is not None else 0.0,
-                                    key=key, **first.lstm_options())  # fmt: skip
+        hs, finals = C.stacked_call(
+            where,
+            self.params,
+            x,
+            carries=initial_carry,
+            lengths=seq_lengths,
+            bidirectional=self.bidirectional,
+            order=("c", "h"),
+            dropout=self.dropout_rate if key is not None else 0.0,
+            key=key,
+            **first.lstm_options(),
+        )
         hs = jnp.moveaxis(hs, -2, 0) if tm else hs
         return (finals, hs) if _pick(return_carry, self.return_carry) else hs

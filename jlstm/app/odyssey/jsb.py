@@ -36,8 +36,10 @@ def require(module: str):
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise MissingExtra(f"the odyssey study needs {module}, which is not installed ({e}). Install "
-                           "the study's extra: pip install 'jlstm[odyssey]'") from None  # fmt: skip
+        raise MissingExtra(
+            f"the odyssey study needs {module}, which is not installed ({e}). Install "
+            "the study's extra: pip install 'jlstm[odyssey]'"
+        ) from None
 
 
 def cache_dir() -> Path:
@@ -136,8 +138,9 @@ def _save(cache: Path, version: str, max_pieces: int | None, found: list[tuple[i
     try:
         cache.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")
-        np.savez_compressed(tmp, roll=np.concatenate(rolls), lengths=np.array([len(r) for r in rolls]),
-                            index=np.array(index))  # fmt: skip
+        np.savez_compressed(
+            tmp, roll=np.concatenate(rolls), lengths=np.array([len(r) for r in rolls]), index=np.array(index)
+        )
         os.replace(tmp, path)
     except OSError as e:  # a read-only home still runs the study, only slower next time
         log.warning("cannot cache the chorales in %s: %s", cache, e)

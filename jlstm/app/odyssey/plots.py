@@ -57,8 +57,13 @@ def boxes(path: Path, task: str, info: dict, rows: list[dict]) -> None:
         ax.set_title(f"{task} ({info['stands_for']}): " + ("all trials" if part == "all" else "best 10 %"))
         ax.grid(axis="y", alpha=0.3)
     axes[1].set_xticks(range(1, len(variants) + 1), variants)
-    fig.text(0.01, 0.005, "red: worse than V (Welch, p < 0.05); green: better; blue: n.s.; best 10 % by "
-             "validation; values above the axis at its top", fontsize=6.5)  # fmt: skip
+    fig.text(
+        0.01,
+        0.005,
+        "red: worse than V (Welch, p < 0.05); green: better; blue: n.s.; best 10 % by "
+        "validation; values above the axis at its top",
+        fontsize=6.5,
+    )
     fig.tight_layout(rect=(0, 0.02, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -72,8 +77,14 @@ def learning_rate(path: Path, tasks: dict, rows: list[dict]) -> None:
         mine = [r for r in rows if r["task"] == task]
         test = np.array([r["test"] for r in mine])
         top = _top([test])
-        sc = ax.scatter([r["lr"] for r in mine], np.minimum(test, top), c=[r["hidden"] for r in mine], s=8,
-                        cmap="viridis", norm=_log_norm([r["hidden"] for r in mine]))  # fmt: skip
+        sc = ax.scatter(
+            [r["lr"] for r in mine],
+            np.minimum(test, top),
+            c=[r["hidden"] for r in mine],
+            s=8,
+            cmap="viridis",
+            norm=_log_norm([r["hidden"] for r in mine]),
+        )
         ax.set(
             xscale="log",
             xlabel="learning rate",

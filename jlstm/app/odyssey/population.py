@@ -142,8 +142,9 @@ def compile_population(task: Task, cell: dict, hidden: int, plan: Plan, n: int, 
     run, the right trade for the quick smoke test, where compiling is nearly all of the time.
     """
     if plan.steps < plan.eval_every or plan.steps % plan.eval_every:
-        raise ValueError(f"plan: steps must be a positive multiple of eval_every={plan.eval_every}; "
-                         f"got {plan.steps}.")  # fmt: skip
+        raise ValueError(
+            f"plan: steps must be a positive multiple of eval_every={plan.eval_every}; got {plan.steps}."
+        )
     seeds = jax.ShapeDtypeStruct((n,), jnp.uint32)
     params = jax.eval_shape(lambda: init_population(task, cell, hidden, np.arange(n)))
     hyper = Hyper(*(jax.ShapeDtypeStruct((n,), F32) for _ in Hyper._fields))  # type: ignore[arg-type]
@@ -160,8 +161,15 @@ def hyper_arrays(trials: dict[str, np.ndarray]) -> tuple[jax.Array, Hyper]:
     )
 
 
-def train_bucket(task: Task, cell: dict, hidden: int, trials: dict[str, np.ndarray], plan: Plan,
-                 fast_compile: bool = False, compiled=None) -> dict:  # fmt: skip
+def train_bucket(
+    task: Task,
+    cell: dict,
+    hidden: int,
+    trials: dict[str, np.ndarray],
+    plan: Plan,
+    fast_compile: bool = False,
+    compiled=None,
+) -> dict:
     """Train the trials of one bucket together; each is scored at its best validation evaluation.
 
     Args:
@@ -189,6 +197,13 @@ def train_bucket(task: Task, cell: dict, hidden: int, trials: dict[str, np.ndarr
     val = np.where(np.isfinite(val), val, np.inf)
     best = np.argmin(val, axis=0)  # [n]: the evaluation with the best validation metric
     cols = np.arange(val.shape[1])
-    return {"valid": val[best, cols], "test": tst[best, cols], "best_step": (best + 1) * plan.eval_every,
-            "final_loss": loss[-1], "skipped": skipped.sum(axis=0), "compile_seconds": t1 - t0,
-            "init_seconds": t2 - t1, "run_seconds": t3 - t2}  # fmt: skip
+    return {
+        "valid": val[best, cols],
+        "test": tst[best, cols],
+        "best_step": (best + 1) * plan.eval_every,
+        "final_loss": loss[-1],
+        "skipped": skipped.sum(axis=0),
+        "compile_seconds": t1 - t0,
+        "init_seconds": t2 - t1,
+        "run_seconds": t3 - t2,
+    }

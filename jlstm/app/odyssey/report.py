@@ -12,15 +12,35 @@ import numpy as np
 from jlstm.app.odyssey import stats
 from jlstm.app.odyssey.search import BASELINE, HYPERS
 
-COLUMNS = ("task", "variant", "trial", "seed", "lr", "hidden", "momentum", "noise", "valid", "test",
-           "best_step", "final_loss", "skipped")  # fmt: skip
+COLUMNS = (
+    "task",
+    "variant",
+    "trial",
+    "seed",
+    "lr",
+    "hidden",
+    "momentum",
+    "noise",
+    "valid",
+    "test",
+    "best_step",
+    "final_loss",
+    "skipped",
+)
 PAPER_TASKS = ("TIMIT", "IAM Online", "JSB Chorales")
 # Greff et al.'s verdicts against V (Welch's t-test, p < 0.05), from their abstract and conclusions as
 # summarised in the project's research notes (section 7); FGR is not built in jlstm.
 _ALL_WORSE = dict.fromkeys(PAPER_TASKS, "worse")
 _NOT_MUSIC = {"TIMIT": "worse", "IAM Online": "worse", "JSB Chorales": "n.s."}
-PAPER = {"NIG": _NOT_MUSIC, "NFG": _ALL_WORSE, "NOG": _NOT_MUSIC, "NIAF": _NOT_MUSIC, "NOAF": _ALL_WORSE,
-         "NP": dict.fromkeys(PAPER_TASKS, "n.s."), "CIFG": dict.fromkeys(PAPER_TASKS, "n.s.")}  # fmt: skip
+PAPER = {
+    "NIG": _NOT_MUSIC,
+    "NFG": _ALL_WORSE,
+    "NOG": _NOT_MUSIC,
+    "NIAF": _NOT_MUSIC,
+    "NOAF": _ALL_WORSE,
+    "NP": dict.fromkeys(PAPER_TASKS, "n.s."),
+    "CIFG": dict.fromkeys(PAPER_TASKS, "n.s."),
+}
 CELLS = (
     "jlstm.lstm with its default, hand-written backward (custom_vjp). V = jlstm.init(..., peephole=True); "
     "NP = jlstm.init(...); NIG, NFG, NOG, NIAF, NOAF, CIFG = jlstm.init(..., peephole=True, "
@@ -43,9 +63,13 @@ def summarize(meta: dict, rows: list[dict]) -> dict:
             variants[v] = entry
         hypers = {k: np.array([r[k] for r in mine]) for k in HYPERS}
         test, which = np.array([r["test"] for r in mine]), np.array([r["variant"] for r in mine])
-        out[task] = {**info, "lower_is_better": True, "variants": variants,
-                     "importance": stats.importance(test, which, hypers),
-                     "noise_effect": stats.noise_effect(test, which, hypers["noise"])}  # fmt: skip
+        out[task] = {
+            **info,
+            "lower_is_better": True,
+            "variants": variants,
+            "importance": stats.importance(test, which, hypers),
+            "noise_effect": stats.noise_effect(test, which, hypers["noise"]),
+        }
     return out
 
 
@@ -77,7 +101,7 @@ def hyper_findings(tasks: dict) -> list[dict]:
             ("learning rate and hidden size are nearly independent", imp["lr x hidden"] < 0.5 * imp["lr"]),
             ("momentum matters little", imp["momentum"] < 0.05),
             (f"input noise {noise_paper}", (rho > 0) == (noise_paper == "hurts")),
-        ]  # fmt: skip
+        ]
         ranking = ", ".join(f"{k} {imp[k]:.2f}" for k in order)
         ranking += (
             f"; lr x hidden {imp['lr x hidden']:.2f}; {stats.EFFECTIVE_LR} {imp[stats.EFFECTIVE_LR]:.2f}"
@@ -136,21 +160,32 @@ def _fmt_p(p: float | None) -> str:
 
 
 def _task_table(task: str, info: dict) -> list[str]:
-    lines = [f"### {task} (stands in for {info['stands_for']}; {info['metric']}, lower is better)", "",
-             f"![{task}](odyssey_{task}.png)", "",
-             "| variant | trials | median | mean | best | p vs V | verdict | best 10 %: median | p | verdict "
-             "| diverged |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"### {task} (stands in for {info['stands_for']}; {info['metric']}, lower is better)",
+        "",
+        f"![{task}](odyssey_{task}.png)",
+        "",
+        "| variant | trials | median | mean | best | p vs V | verdict | best 10 %: median | p | verdict "
+        "| diverged |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for v, e in info["variants"].items():
         t = e["top10"]
         verdicts = ("-", "-") if v == BASELINE else (stats.verdict(e), stats.verdict(t))
-        lines.append(f"| {v} | {e['n_trials']} | {e['median']:.4g} | {e['mean']:.4g} | {e['best']:.4g} | "
-                     f"{_fmt_p(e['p_value'])} | {verdicts[0]} | {t['median']:.4g} | {_fmt_p(t['p_value'])} | "
-                     f"{verdicts[1]} | {e['diverged_trials']} |")  # fmt: skip
+        lines.append(
+            f"| {v} | {e['n_trials']} | {e['median']:.4g} | {e['mean']:.4g} | {e['best']:.4g} | "
+            f"{_fmt_p(e['p_value'])} | {verdicts[0]} | {t['median']:.4g} | {_fmt_p(t['p_value'])} | "
+            f"{verdicts[1]} | {e['diverged_trials']} |"
+        )
     imp = info["importance"]
     shares = ", ".join(f"{k} {v:.2f}" for k, v in imp.items())
     rho = info["noise_effect"]
-    lines += ["", f"Importance (share of the variance of the within-variant rank, averaged over variants): "
-              f"{shares}. Input noise against the test metric, rank correlation {rho:+.2f}.", ""]  # fmt: skip
+    lines += [
+        "",
+        f"Importance (share of the variance of the within-variant rank, averaged over variants): "
+        f"{shares}. Input noise against the test metric, rank correlation {rho:+.2f}.",
+        "",
+    ]
     return lines
 
 

@@ -46,8 +46,12 @@ def top_k(n: int) -> int:
 
 
 def _describe(x: np.ndarray, ref: np.ndarray | None) -> dict:
-    out: dict = {"n_trials": int(len(x)), "median": float(np.median(x)), "mean": float(np.mean(x)),
-           "best": float(np.min(x))}  # fmt: skip
+    out: dict = {
+        "n_trials": int(len(x)),
+        "median": float(np.median(x)),
+        "mean": float(np.mean(x)),
+        "best": float(np.min(x)),
+    }
     p = None if ref is None else welch_p(x, ref)
     out["p_value"] = p
     significant = ref is not None and p is not None and p < ALPHA

@@ -50,13 +50,16 @@ class Config:
             raise ValueError(f"tasks: each must be one of {TASK_NAMES}; got {list(self.tasks)}.")
         bad = [v for v in self.variants if v not in VARIANTS]
         if bad or BASELINE not in self.variants:
-            raise ValueError(f"variants: each must be one of {tuple(VARIANTS)}, with {BASELINE} (the "
-                             f"baseline of every t-test) among them; got {list(self.variants)}.")  # fmt: skip
+            raise ValueError(
+                f"variants: each must be one of {tuple(VARIANTS)}, with {BASELINE} (the "
+                f"baseline of every t-test) among them; got {list(self.variants)}."
+            )
         if self.trials < 2:
             raise ValueError(f"trials: Welch's t-test needs at least 2 per variant; got {self.trials}.")
         if self.eval_every < 1 or self.steps < self.eval_every or self.steps % self.eval_every:
-            raise ValueError(f"steps: must be a positive multiple of eval_every={self.eval_every}; "
-                             f"got steps={self.steps}.")  # fmt: skip
+            raise ValueError(
+                f"steps: must be a positive multiple of eval_every={self.eval_every}; got steps={self.steps}."
+            )
         return self
 
     def variants_of(self, task: str) -> list[str]:
@@ -71,8 +74,17 @@ def quick_config(out: str = "runs/odyssey", **changes) -> Config:
     others = [v for v in VARIANTS if v != BASELINE]
     pairs = [(t, BASELINE) for t in TASK_NAMES] + [(TASK_NAMES[k % 3], v) for k, v in enumerate(others)]
     sizes = Sizes(batch_size=8, seq_len=16, n_eval=8, max_pieces=24, corpus_chars=200_000)
-    base = Config(out=out, trials=4, steps=20, eval_every=20, pairs=tuple(pairs), sizes=sizes,
-                  space=Space(hidden=(8, 8), buckets=1), fast_compile=True, quick=True)  # fmt: skip
+    base = Config(
+        out=out,
+        trials=4,
+        steps=20,
+        eval_every=20,
+        pairs=tuple(pairs),
+        sizes=sizes,
+        space=Space(hidden=(8, 8), buckets=1),
+        fast_compile=True,
+        quick=True,
+    )
     return replace(base, **changes)
 
 
@@ -122,8 +134,16 @@ def _train_task(cfg: Config, task, trials: dict, compiled: _Compiled, done=None)
             run = compiled.get(task, variant, int(hidden), int(sel.sum()), plan)
             r = pop.train_bucket(task, VARIANTS[variant], int(hidden), sub, plan, compiled=run)
             seconds += r["run_seconds"]
-            log.info("%s %s H=%d: %d trials, median test %s %.4g (%.1fs)", task.name, variant, hidden,
-                     sel.sum(), task.metric, np.median(r["test"]), r["run_seconds"])  # fmt: skip
+            log.info(
+                "%s %s H=%d: %d trials, median test %s %.4g (%.1fs)",
+                task.name,
+                variant,
+                hidden,
+                sel.sum(),
+                task.metric,
+                np.median(r["test"]),
+                r["run_seconds"],
+            )
             for i in range(int(sel.sum())):
                 row = {"task": task.name, "variant": variant}
                 row.update({k: sub[k][i].item() for k in ROW_HYPERS})
@@ -207,9 +227,13 @@ def run(config: Config) -> dict:
         rows, run_seconds = rows + task_rows, run_seconds + seconds
         if cfg.throughput and throughput is None:
             throughput = measure_throughput(cfg, task, trials, compiled)
-            log.info("throughput on %s: %.2f trials/s vmapped, %.2f one at a time (%.1fx)", name,
-                     throughput["vmapped_trials_per_second"], throughput["sequential_trials_per_second"],
-                     throughput["speedup"])  # fmt: skip
+            log.info(
+                "throughput on %s: %.2f trials/s vmapped, %.2f one at a time (%.1fx)",
+                name,
+                throughput["vmapped_trials_per_second"],
+                throughput["sequential_trials_per_second"],
+                throughput["speedup"],
+            )
     budget = {"wall_seconds": time.perf_counter() - t0, "compile_seconds": compiled.seconds}
     budget.update(run_seconds=run_seconds, trials_trained=len(rows), trial_steps=len(rows) * cfg.steps)
     budget["trial_steps_per_second"] = budget["trial_steps"] / max(run_seconds, 1e-9)

@@ -148,8 +148,19 @@ def _jsb(sizes: Sizes) -> Task:
             mask[k, : len(r) - 1] = 1
         return Split(x[:, :-1], x[:, 1:], mask)
 
-    return Task("jsb", "JSB Chorales", "nll", "sigmoid", jsb.KEYS, jsb.KEYS, data, sample, lambda x: x,
-                whole(parts["valid"]), whole(parts["test"]))  # fmt: skip
+    return Task(
+        "jsb",
+        "JSB Chorales",
+        "nll",
+        "sigmoid",
+        jsb.KEYS,
+        jsb.KEYS,
+        data,
+        sample,
+        lambda x: x,
+        whole(parts["valid"]),
+        whole(parts["test"]),
+    )
 
 
 # ---------------------------------------------------------------------------------------- digitstream
@@ -184,8 +195,19 @@ def _digitstream(sizes: Sizes) -> Task:
         xs = xs + 0.1 * jax.random.normal(k_noise, xs.shape, F32)
         return xs, jnp.repeat(data["labels"][pick], 8, axis=1)
 
-    return Task("digitstream", "TIMIT", "frame_error", "softmax", 8, 10, data, sample, lambda x: x,
-                fixed("valid", 1), fixed("test", 2))  # fmt: skip
+    return Task(
+        "digitstream",
+        "TIMIT",
+        "frame_error",
+        "softmax",
+        8,
+        10,
+        data,
+        sample,
+        lambda x: x,
+        fixed("valid", 1),
+        fixed("test", 2),
+    )
 
 
 # --------------------------------------------------------------------------------------------- charlm
@@ -234,5 +256,16 @@ def _charlm(sizes: Sizes) -> Task:
         return w[:, :-1], w[:, 1:]
 
     features = lambda tokens: jax.nn.one_hot(tokens, len(VOCAB), dtype=F32)
-    return Task("charlm", "IAM Online", "bpc", "softmax", len(VOCAB), len(VOCAB), {"ids": train}, sample,
-                features, chunks(val), chunks(test))  # fmt: skip
+    return Task(
+        "charlm",
+        "IAM Online",
+        "bpc",
+        "softmax",
+        len(VOCAB),
+        len(VOCAB),
+        {"ids": train},
+        sample,
+        features,
+        chunks(val),
+        chunks(test),
+    )

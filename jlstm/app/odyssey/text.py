@@ -9,11 +9,16 @@ VARIANT_FINDINGS = (
     ("No variant improves on V significantly.", None),
     ("NFG (no forget gate) is significantly worse on all three datasets.", ("NFG",)),
     ("NOAF (no output activation) is significantly worse on all three datasets.", ("NOAF",)),
-    ("NIG, NOG and NIAF are significantly worse on speech (TIMIT) and handwriting (IAM Online), but not "
-     "on music (JSB Chorales).", ("NIG", "NOG", "NIAF")),
-    ("CIFG (coupled input and forget gate) and NP (no peepholes) make no significant difference.",
-     ("CIFG", "NP")),
-)  # fmt: skip
+    (
+        "NIG, NOG and NIAF are significantly worse on speech (TIMIT) and handwriting (IAM Online), but not "
+        "on music (JSB Chorales).",
+        ("NIG", "NOG", "NIAF"),
+    ),
+    (
+        "CIFG (coupled input and forget gate) and NP (no peepholes) make no significant difference.",
+        ("CIFG", "NP"),
+    ),
+)
 HYPER_INTRO = (
     "Hyperparameters (paper: the learning rate matters most, then the hidden size, and the two barely "
     "interact; momentum hardly matters; input noise helped TIMIT and hurt the others). `lr / (1 - momentum)` "
@@ -54,7 +59,7 @@ def _setup(summary: dict) -> list[str]:
         "- Tests: Welch's t-test (scipy.stats.ttest_ind, equal_var=False) of each variant's test metrics "
         "against V's, over all trials and over the best 10 % by validation metric; significant at p < 0.05.",
         f"- Tasks: {tasks}. See `jlstm/app/odyssey/tasks.py` for how each stands in.",
-    ]  # fmt: skip
+    ]
 
 
 def _throughput(tp: dict | None) -> list[str]:
@@ -69,7 +74,7 @@ def _throughput(tp: dict | None) -> list[str]:
         f"{tp['vmapped_trial_steps_per_second']:.0f} against "
         f"{tp['sequential_trial_steps_per_second']:.0f} trial-steps/s). Test metrics, vmapped against alone: "
         f"{diff}{tp['max_relative_difference']:.1e} (rounding, grown by chaotic high-learning-rate trials)."
-    ]  # fmt: skip
+    ]
 
 
 def header(summary: dict) -> list[str]:
@@ -77,21 +82,28 @@ def header(summary: dict) -> list[str]:
     cfg, b = summary["config"], summary["budget"]
     cmd = "jlstm odyssey --quick" if cfg["quick"] else "jlstm odyssey"
     return [
-        "# LSTM: A Search Space Odyssey, reproduced at small scale", "",
+        "# LSTM: A Search Space Odyssey, reproduced at small scale",
+        "",
         f"Command: `{cmd} --out {cfg['out']}`. Wall time {b['wall_seconds'] / 60:.1f} min "
         f"({b['compile_seconds'] / 60:.1f} min compiling, {b['run_seconds'] / 60:.1f} min training, "
-        f"{b['trial_steps_per_second']:.0f} trial-steps/s while training).", "",
-        f"Cells: {summary['cells']}", "",
-        "## Setup", "",
+        f"{b['trial_steps_per_second']:.0f} trial-steps/s while training).",
+        "",
+        f"Cells: {summary['cells']}",
+        "",
+        "## Setup",
+        "",
         *_setup(summary),
         *_throughput(summary["throughput"]),
         "",
-    ]  # fmt: skip
+    ]
 
 
 def _verdicts(rows: list[dict], variants) -> str:
-    return "; ".join(f"{r['variant']} on {r['task']} ({r['paper_task']}): {r['ours']} (best 10 %: "
-                     f"{r['ours_top10']})" for r in rows if r["variant"] in variants)  # fmt: skip
+    return "; ".join(
+        f"{r['variant']} on {r['task']} ({r['paper_task']}): {r['ours']} (best 10 %: {r['ours_top10']})"
+        for r in rows
+        if r["variant"] in variants
+    )
 
 
 def _variant_points(summary: dict) -> list[str]:
@@ -128,9 +140,13 @@ def _hyper_points(summary: dict) -> list[str]:
 
 def comparison(summary: dict) -> list[str]:
     """The findings, point by point, and the per-(variant, task) table of verdicts."""
-    lines = ["## The paper's findings beside ours", "",
-             f"A verdict is the all-trials Welch test against {BASELINE}; \"best 10 %\" the same on the best "
-             "tenth of the trials by validation metric.", ""]  # fmt: skip
+    lines = [
+        "## The paper's findings beside ours",
+        "",
+        f'A verdict is the all-trials Welch test against {BASELINE}; "best 10 %" the same on the best '
+        "tenth of the trials by validation metric.",
+        "",
+    ]
     lines += _variant_points(summary)
     lines += ["", HYPER_INTRO, ""]
     lines += _hyper_points(summary)
@@ -140,6 +156,8 @@ def comparison(summary: dict) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for r in summary["paper_comparison"]:
-        lines.append(f"| {r['variant']} | {r['task']} | {r['paper_task']} | {r['paper']} | {r['ours']} | "
-                     f"{r['ours_top10']} | {'yes' if r['agree'] else 'no'} |")  # fmt: skip
+        lines.append(
+            f"| {r['variant']} | {r['task']} | {r['paper_task']} | {r['paper']} | {r['ours']} | "
+            f"{r['ours_top10']} | {'yes' if r['agree'] else 'no'} |"
+        )
     return lines + ["", "## Caveats", "", *CAVEATS, ""]
