@@ -2,11 +2,6 @@
 
 import hashlib
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -106,40 +101,6 @@ def test_resume_refuses_another_configuration(tmp_path):
         runner.train(_cfg("gomez", tmp_path, steps=8, lr=0.2, resume=True))
 
 
-def _cli(*args):
-    return [sys.executable, "-m", "jlstm.app.cli", "train", "digits", "--no-progress", *args]
-
-
-def test_resume_after_sigkill_gives_the_same_digest(tmp_path):
-    opts = dict(steps=300, hidden_size=4, batch_size=8, optimizer="adam", lr=0.01, checkpoint_every=10,
-                eval_every=300, log_every=50)  # fmt: skip
-    args = [a for k, v in opts.items() for a in (f"--{k.replace('_', '-')}", str(v))]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(*args, "--out", str(killed)), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    ckpt = killed / runner.CHECKPOINT
-    deadline = time.monotonic() + 120
-    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    running = proc.poll() is None
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert running, "the run ended before its first checkpoint could be interrupted"
-    assert not (killed / "summary.json").exists()
-    res = subprocess.run(
-        _cli(*args, "--out", str(killed), "--resume"), env=env, capture_output=True, text=True
-    )
-    assert res.returncode == 0, res.stderr[-2000:]
-    resumed = json.loads((killed / "summary.json").read_text())
-    assert 0 < resumed["resumed_from_step"] < 300
-    # The uninterrupted reference, in this process with x64 off like the command (Adam's bias correction
-    # is computed in float64 under x64, which changes the last bits).
-    with jax.enable_x64(False):
-        ref = runner.train(runner.Config(task="digits", out=str(tmp_path / "ref"), progress=False, **opts))
-    assert resumed["params_digest"] == ref["params_digest"]
-
-
 def test_checkpoint_round_trip_is_exact_and_atomic(tmp_path):
     params = {"lstm": jax.random.normal(jax.random.key(0), (3, 4), jnp.float32), "head": {"b": jnp.ones(2)}}
     opt = optax.adam(1e-3)
@@ -192,8 +153,33 @@ def test_optimizer_by_name_and_clipping():
         (dict(task="digits", lr=-1.0), "lr must be a positive number"),
         (dict(task="digits", clip=-1.0), "clip must be a non-negative number"),
         (dict(task="digits", optimizer="adamm"), "optimizer must be an optax optimizer"),
+        (
+            dict(task="gomez", hidden_size=5),
+            r"gomez does not take hidden_size \(--hidden-size\): .* H = 1, so it is "
+            "fixed at 1; got 5. Leave --hidden-size out.",
+        ),
+        (dict(task="gomez", batch_size=4), r"gomez does not take batch_size \(--batch-size\)"),
+        (dict(task="digits", seq_len=3), r"digits does not take seq_len \(--seq-len\): .* fixed at 8; got 3"),
+        (dict(task="gomez", resume=True, overwrite=True), "resume and overwrite exclude each other"),
     ],
 )
 def test_config_rejects_bad_values(kw, match):
     with pytest.raises(ValueError, match=match):
         runner.Config(**kw)
+
+
+def test_an_option_the_task_does_not_use_is_refused_not_recorded(tmp_path):
+    from typer.testing import CliRunner
+
+    from jlstm.app import cli
+
+    for task, option, value in (("gomez", "--hidden-size", "5"), ("digits", "--seq-len", "3")):
+        res = CliRunner().invoke(
+            cli.app, ["train", task, option, value, "--out", str(tmp_path), "--no-progress"]
+        )
+        text = " ".join(res.output.replace("\u2502", " ").split())  # rich wraps messages inside a box
+        assert res.exit_code == 2, text
+        assert f"{task} does not take" in text and f"Leave {option} out" in text, text
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+    # The value a task fixes itself is what it uses, and what the summary records.
+    assert runner.Config(task="gomez", hidden_size=1).resolved().hidden_size == 1

@@ -25,14 +25,14 @@ TASK_NAMES = ("digits", "adding", "charlm", "gomez")
 Task = Enum("Task", [(n, n) for n in TASK_NAMES], type=str)  # type: ignore[misc]
 
 
-def _logging(quiet: bool = False) -> None:
+def _logging(quiet: bool = False, console=None) -> None:
     from rich.logging import RichHandler
 
     logging.basicConfig(
         level=logging.WARNING if quiet else logging.INFO,
         format="%(message)s",
         datefmt="[%X]",
-        handlers=[RichHandler(show_path=False, markup=False)],
+        handlers=[RichHandler(show_path=False, markup=False, console=console)],  # None: rich's, on stdout
         force=True,
     )
     logging.getLogger("jax").setLevel(logging.WARNING)  # not "Unable to initialize backend 'tpu'"
@@ -85,6 +85,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed of the initialisation and of the data order.")] = 0,
     out: Annotated[str | None, typer.Option(help="Output directory (default runs/TASK).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint in --out.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run in --out.")] = False,
     optimizer: Annotated[
         str | None, typer.Option(help="An optax optimizer by name: sgd, adam, adamw, ...")
     ] = None,
@@ -104,6 +105,8 @@ def train(
 ) -> None:
     """Train on TASK; write summary.json, metrics.jsonl, plots and a checkpoint into --out.
 
+    Prints the summary as JSON on stdout, the log on stderr. A used --out needs --resume or --overwrite.
+
     \b
     Tasks and their metric (in summary.json):
       digits  scikit-learn's 8x8 digits, row by row      test_accuracy
@@ -112,34 +115,30 @@ def train(
       gomez   the source's two-step example, SGD 0.1     final_loss
     """
     import json
-    import shlex
     import sys
 
-    from jlstm.app import runner
+    from jlstm.app import metrics, runner
 
     opts = {k: (v.value if isinstance(v, Enum) else v) for k, v in ctx.params.items()}
     try:
         config = runner.Config(**opts)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
-    _logging()
+    _logging(console=metrics.console())  # stderr, as the progress bar: stdout carries the JSON only
     try:
         summary = runner.train(config)
     except runner.Interrupted as e:
-        args = [a for a in sys.argv[1:] if a != "--resume"] + ["--resume"]
-        if "--out" not in args:
-            args += ["--out", str(e.out)]
-        typer.echo(f"\n{e}. Continue with: jlstm {shlex.join(args)}", err=True)
+        typer.echo(f"\n{e}. Continue with: {e.resume_command(sys.argv[1:])}", err=True)
         raise typer.Exit(130) from None
-    except runner.RunError as e:  # diverged, unwritable --out, no readable checkpoint
+    except runner.RunError as e:  # diverged, unwritable or busy --out, no readable checkpoint
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
-    except ValueError as e:  # e.g. --resume with a checkpoint of another configuration
+    except ValueError as e:  # a used --out without --resume or --overwrite; another configuration
         raise typer.BadParameter(str(e)) from None
     shown = {k: v for k, v in summary.items() if k not in ("config", "sample")}
     typer.echo(json.dumps(shown, indent=2))
-    if "sample" in summary:
-        typer.echo("\nsampled text:\n" + summary["sample"])
+    if "sample" in summary:  # text for a reader, not JSON: on stderr (it is in summary.json too)
+        typer.echo("\nsampled text:\n" + summary["sample"], err=True)
 
 
 @app.command()
@@ -243,7 +242,7 @@ def bench(
         msg = f"must be among {','.join(b.IMPLEMENTATIONS)}; got {unknown}"
         raise typer.BadParameter(msg, param_hint="--impls")
     try:
-        chosen = b.parse_sizes(sizes) if sizes else b.SIZES
+        chosen = b.parse_sizes(sizes) if sizes is not None else b.SIZES
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--sizes") from None
     try:

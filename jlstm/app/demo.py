@@ -41,16 +41,28 @@ def gradcheck(
     with jax.enable_x64(True):
         out = _gradcheck_arrays(jax.random.key(seed), batch, T, D, H, eps)
         out = jax.tree.map(float, out)
-    shapes = {"W": (D, 4 * H), "U": (H, 4 * H), "b": (4 * H,), "xs": (batch, T, D), "h0": (batch, H),
-              "c0": (batch, H)}  # fmt: skip
+    shapes = {
+        "W": (D, 4 * H),
+        "U": (H, 4 * H),
+        "b": (4 * H,),
+        "xs": (batch, T, D),
+        "h0": (batch, H),
+        "c0": (batch, H),
+    }
     rows = []
     for name in shapes:  # the order of the arguments, not the pytree's sorted keys
         max_diff, max_auto, dm, da, fd = out[name]
-        rows.append({
-            "name": name, "shape": shapes[name], "manual_vs_autodiff": max_diff / max_auto,
-            "manual_dot_v": dm, "autodiff_dot_v": da, "finite_difference": fd,
-            "manual_vs_fd": abs(dm - fd) / max(abs(fd), 1e-300),
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                "shape": shapes[name],
+                "manual_vs_autodiff": max_diff / max_auto,
+                "manual_dot_v": dm,
+                "autodiff_dot_v": da,
+                "finite_difference": fd,
+                "manual_vs_fd": abs(dm - fd) / max(abs(fd), 1e-300),
+            }
+        )
     return rows
 
 
@@ -66,8 +78,9 @@ def _gradcheck_arrays(key, batch, T, D, H, eps):
     args = {"W": p.W, "U": p.U, "b": p.b, "xs": xs, "h0": h0, "c0": c0}
 
     def loss(a, backward):
-        hs, (h, c) = lstm(LSTMParams(a["W"], a["U"], a["b"]), a["xs"], LSTMState(a["h0"], a["c0"]),
-                          backward=backward)  # fmt: skip
+        hs, (h, c) = lstm(
+            LSTMParams(a["W"], a["U"], a["b"]), a["xs"], LSTMState(a["h0"], a["c0"]), backward=backward
+        )
         return jnp.sum(w * hs) + 0.5 * jnp.sum(h**2) + jnp.sum(jnp.sin(c))
 
     g_man = jax.grad(loss)(args, "manual")
@@ -112,8 +125,14 @@ def gradcheck_passed(rows: list[dict]) -> bool:
     return all(r["manual_vs_autodiff"] < 1e-10 and r["manual_vs_fd"] < 1e-6 for r in rows)
 
 
-def run(out: str | Path = "runs/demo", *, digits_steps: int = 1500, gomez_steps: int = 100,
-        progress: bool = True, show: Callable[[str], None] = print) -> Path:  # fmt: skip
+def run(
+    out: str | Path = "runs/demo",
+    *,
+    digits_steps: int = 1500,
+    gomez_steps: int = 100,
+    progress: bool = True,
+    show: Callable[[str], None] = print,
+) -> Path:
     """Run the demo and write ``out/report.md``; returns its path.
 
     Args:
@@ -195,9 +214,16 @@ def _digits_run(out: Path, steps: int, progress: bool) -> list[str]:
     from jlstm.app.runner import Config, train
 
     log.info("3/4  a short digits run")
-    digits = train(Config(task="digits", steps=steps, out=str(out / "digits"), progress=progress))
-    log.info("digits: test accuracy %.4f after %d steps in %.1f s", digits["test_accuracy"], steps,
-             digits["wall_seconds"])  # fmt: skip
+    # overwrite: the tour replaces its earlier runs (a run into a used --out is refused otherwise).
+    digits = train(
+        Config(task="digits", steps=steps, out=str(out / "digits"), progress=progress, overwrite=True)
+    )
+    log.info(
+        "digits: test accuracy %.4f after %d steps in %.1f s",
+        digits["test_accuracy"],
+        steps,
+        digits["wall_seconds"],
+    )
     return [
         "## 3. Handwritten digits, read row by row",
         "",
@@ -221,11 +247,17 @@ def _gomez_run(out: Path, steps: int) -> list[str]:
     level = runner_log.level
     runner_log.setLevel(logging.WARNING)  # its evaluation every 10 steps would flood the tour
     try:
-        gomez = train(Config(task="gomez", steps=steps, out=str(out / "gomez"), progress=False))
+        gomez = train(
+            Config(task="gomez", steps=steps, out=str(out / "gomez"), progress=False, overwrite=True)
+        )
     finally:
         runner_log.setLevel(level)
-    log.info("gomez: loss %.5f after %d steps; first step as the source's: %s", gomez["final_loss"],
-             steps, gomez["first_step_matches_source"])  # fmt: skip
+    log.info(
+        "gomez: loss %.5f after %d steps; first step as the source's: %s",
+        gomez["final_loss"],
+        steps,
+        gomez["first_step_matches_source"],
+    )
     return [
         "## 4. The source's example, trained",
         "",

@@ -2,31 +2,72 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import time
 from pathlib import Path
 from typing import TextIO
 
 METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+
+log = logging.getLogger("jlstm.runner")
 
 
 def read_history(path: Path, upto: int | None = None) -> list[dict]:
-    """The rows of a ``metrics.jsonl`` (none if there is no file), those up to step ``upto`` if given."""
+    """The rows of a ``metrics.jsonl`` (none if there is no file), those up to step ``upto`` if given.
+
+    A line that is not a row (a JSON object with an integer ``step`` and a numeric ``loss``) is dropped
+    with a warning naming the file and the line: a crash during a write leaves the last line cut short,
+    and the log must not keep a run with intact checkpoints from resuming.
+    """
     if not path.exists():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)  # bytes: a non-UTF-8 line raises UnicodeDecodeError, a ValueError
+            if not _is_row(row):
+                raise ValueError(f"not a row with an integer step and a loss: {line[:80]!r}")
+        except ValueError as e:
+            log.warning("%s, line %d, is cut short or corrupt (%s); dropped it", path, number, e)
+            continue
+        rows.append(row)
     return [r for r in rows if upto is None or r["step"] <= upto]
 
 
+def _is_row(row) -> bool:
+    return isinstance(row, dict) and type(row.get("step")) is int and type(row.get("loss")) in (int, float)
+
+
+@functools.cache
+def console():
+    """The rich console on stderr of the progress bar, for ``jlstm train``'s log too.
+
+    On stderr, so that the standard output of ``jlstm train`` holds only its JSON summary; one console
+    for both, so that rich prints the log lines above the bar instead of through it.
+    """
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
 def progress_bar(task: str):
-    """A rich progress bar showing the step, the loss, steps per second and the time left."""
+    """A rich progress bar showing the step, the loss, steps per second and the time left, on stderr."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    return Progress(
-        TextColumn(f"[bold]{task}[/]"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.0f} steps/s"),
+    columns = (
+        TextColumn(f"[bold]{task}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[rate]:.0f} steps/s"),
         TimeRemainingColumn(),
-    )  # fmt: skip
+    )
+    return Progress(*columns, console=console())
 
 
 class MetricsLog:
@@ -46,8 +87,9 @@ class MetricsLog:
         self._bar = progress_bar(task) if progress else None
         self._bar_id = None
         if self._bar:
-            self._bar_id = self._bar.add_task("train", total=steps, completed=start, loss=float("nan"),
-                                              rate=0.0)  # fmt: skip
+            self._bar_id = self._bar.add_task(
+                "train", total=steps, completed=start, loss=float("nan"), rate=0.0
+            )
         self._file: TextIO | None = None
 
     def __enter__(self) -> MetricsLog:
@@ -83,13 +125,14 @@ class MetricsLog:
         self._file.flush()
         self.history.append(rec)
         if self._bar:
-            self._bar.update(self._bar_id, completed=rec["step"], loss=rec["loss"],
-                             rate=rec["steps_per_second"])  # fmt: skip
+            self._bar.update(
+                self._bar_id, completed=rec["step"], loss=rec["loss"], rate=rec["steps_per_second"]
+            )
 
 
 def write_summary(out: Path, summary: dict) -> None:
     """``summary.json``, indented."""
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def plot_history(history: list[dict], metric: str, path: Path, title: str = "") -> None:

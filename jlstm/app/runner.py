@@ -7,9 +7,10 @@
 - ``summary.json``: the task, steps, seed, ``final_loss``, ``wall_seconds``, the task's metric,
   ``params_digest`` (sha256 of the final parameters' bytes) and the resolved config;
 - ``loss.png`` (training loss and the task's metric against steps) and ``<task>.png`` (the task's figure);
-- ``checkpoint/state.npz``: parameters, optimizer state, step and elapsed time, written to a temporary file
-  renamed over the previous one, kept as ``state.prev.npz`` and used when the latest cannot be read.
+- ``checkpoint/state.npz``: parameters, optimizer state, step and elapsed time, and ``state.prev.npz``,
+  the one before, used when the latest cannot be read (see ``checkpoint``).
 
+A run locks ``config.out``; one that holds files is refused unless ``resume`` or ``overwrite`` (``rundir``).
 A non-finite loss or parameters stop the run (``Diverged``) before anything is saved, so the last good
 checkpoint is never overwritten; an unwritable ``--out`` (a file in the way, a full disk) is a ``RunError``.
 
@@ -31,7 +32,7 @@ import numpy as np
 import optax
 
 from jlstm import sharding
-from jlstm.app import checkpoint, metrics
+from jlstm.app import checkpoint, metrics, rundir
 from jlstm.app import tasks as tasks_lib
 from jlstm.app.checkpoint import (
     CHECKPOINT,
@@ -39,7 +40,6 @@ from jlstm.app.checkpoint import (
     Diverged,
     Interrupted,
     RunError,
-    all_finite,
     check_finite,
     diverged_message,
     load_checkpoint,
@@ -70,6 +70,7 @@ class Config:
     seed: int = 0
     out: str | None = None  # default runs/<task>
     resume: bool = False
+    overwrite: bool = False  # start again in an out that holds a run (its run files are removed first)
     optimizer: str | None = None  # any optax optimizer that takes a learning rate: sgd, adam, ...
     lr: float | None = None
     batch_size: int | None = None
@@ -96,6 +97,9 @@ class Config:
             raise ValueError(f"clip must be a non-negative number (0 = no clipping); got {self.clip!r}.")
         if self.optimizer is not None:
             optimizer_fn(self.optimizer)  # raises a ValueError naming the optimizers it knows
+        if self.resume and self.overwrite:  # the one continues the run in out, the other starts it again
+            raise ValueError("resume and overwrite exclude each other; got both. Pass one of them.")
+        tasks_lib.check_fixed(self.task, self)  # else gomez's H = 1 would be recorded as the H given
 
     def resolved(self) -> Resolved:
         """This config with every ``None`` replaced by the task's default."""
@@ -172,12 +176,15 @@ def train(config: Config) -> dict:
     Raises:
       Interrupted: on Ctrl-C, after saving a checkpoint that ``resume=True`` continues from.
       Diverged: when the loss or the parameters become NaN or Inf (the last good checkpoint is kept).
-      RunError: when ``config.out`` cannot be written, or no checkpoint can be read to resume from.
+      RunError: when ``config.out`` cannot be written or another run holds it, or no checkpoint reads.
+      ValueError: a ``config.out`` that holds files without resume or overwrite; resume with another config.
     """
+    cfg = config.resolved()
     try:
-        return _train(config)
+        with rundir.claim(Path(cfg.out), resume=cfg.resume, overwrite=cfg.overwrite):
+            return _train(cfg)
     except OSError as e:
-        where = e.filename or config.out
+        where = e.filename or cfg.out
         raise RunError(f"cannot write the run's output in {where}: {e.strerror or e}. "
                        "Choose another --out or free some space.") from e  # fmt: skip
 
@@ -193,10 +200,8 @@ class _Ended(NamedTuple):
     extra: dict  # the task's first_step check
 
 
-def _train(config: Config) -> dict:
-    cfg = config.resolved()
+def _train(cfg: Resolved) -> dict:
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     # Looked up at call time (not imported by name), so that a patched tasks.make takes effect.
     problem = tasks_lib.make(cfg.task, seed=cfg.seed, batch_size=cfg.batch_size,
                              hidden_size=cfg.hidden_size, seq_len=cfg.seq_len)  # fmt: skip
@@ -275,12 +280,7 @@ def _loop(cfg: Resolved, problem, step_fn, mesh, state: tuple, mlog: metrics.Met
                 check_finite(cfg.task, done, p, o, m, ckpt_path)
                 save_checkpoint(ckpt_path, p, o, done, mlog.wall(), cfg)
     except KeyboardInterrupt:
-        params, opt_state, done = state
-        if not all_finite((params, opt_state)):
-            what = "the parameters are not finite"
-            raise Diverged(diverged_message(cfg.task, done, what, ckpt_path)) from None
-        save_checkpoint(ckpt_path, params, opt_state, done, mlog.wall(), cfg)
-        raise Interrupted(done, Path(cfg.out)) from None
+        checkpoint.save_interrupted(cfg, Path(cfg.out), state, mlog.wall())
     return _Ended(state[0], state[1], state[2], last_loss, last_eval, extra)
 
 

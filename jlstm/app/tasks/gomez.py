@@ -31,7 +31,7 @@ def _first_step_check(printed: dict):
 
 
 def build(seed: int, batch_size: int, hidden_size: int, seq_len: int) -> Problem:
-    """The source's example; its sizes are fixed (the arguments are not used) and the seed plays no part."""
+    """The source's example; its sizes are fixed (``TaskInfo.fixed``) and the seed plays no part."""
     from jlstm.app import example
 
     xs = np.asarray(example.XS, np.float32)

@@ -24,6 +24,9 @@ class TaskInfo:
     target: str  # the target with default settings, in words
     description: str
     defaults: dict[str, Any] = field(default_factory=dict)  # steps, optimizer, lr, batch_size, ...
+    # The sizes (batch_size, hidden_size, seq_len) that the task's data fix, each with why: another value
+    # would be recorded in summary.json but not used, so ``check_fixed`` refuses it.
+    fixed: dict[str, str] = field(default_factory=dict)
 
 
 class Problem(NamedTuple):
