@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from jlstm.app.cli_checks import example, gradcheck, parity
+
 app = typer.Typer(
     name="jlstm",
     help="A functional LSTM for JAX with a hand-written backward pass through time.",
@@ -43,41 +45,8 @@ def _root() -> None:
     """A functional LSTM for JAX with a hand-written backward pass through time."""
 
 
-@app.command()
-def example() -> None:
-    """Print every number of the source's worked example next to jlstm's, with the errata."""
-    import jax
-
-    jax.config.update("jax_enable_x64", True)  # so the table shows the equations, not float32 rounding
-    from jlstm.app import example as ex
-
-    typer.echo(ex.report())
-
-
-@app.command()
-def gradcheck(
-    seed: Annotated[int, typer.Option(help="PRNG seed of the random configuration.")] = 0,
-    batch: Annotated[int, typer.Option(min=1, help="Batch size.")] = 3,
-    steps: Annotated[int, typer.Option("--steps", "-T", min=1, help="Sequence length T.")] = 7,
-    input_size: Annotated[int, typer.Option(min=1, help="Input size D.")] = 4,
-    hidden_size: Annotated[int, typer.Option(min=1, help="Hidden size H.")] = 5,
-) -> None:
-    """Hand-written gradient vs autodiff vs finite differences (float64) on a random LSTM, as a table.
-
-    Exits with 1 if manual and autodiff differ by more than 1e-10 or finite differences by 1e-6.
-    """
-    from jlstm.app import demo
-
-    rows = demo.gradcheck(seed, batch, steps, input_size, hidden_size)
-    typer.echo(demo.gradcheck_table(rows))
-    ok = demo.gradcheck_passed(rows)
-    typer.echo("\npassed: manual == autodiff (< 1e-10) == finite differences (< 1e-6)" if ok else "\nFAILED")
-    raise typer.Exit(0 if ok else 1)
-
-
 # The options of `jlstm train`. Each is forwarded by name to jlstm.runner.Config: a new option needs a
 # parameter here and a Config field of the same name, nothing else. Defaults of None mean the task's.
-@app.command()
 def train(
     ctx: typer.Context,
     task: Annotated[Task, typer.Argument(help="What to train on.", show_default=False, metavar="TASK")],
@@ -141,7 +110,6 @@ def train(
         typer.echo("\nsampled text:\n" + summary["sample"], err=True)
 
 
-@app.command()
 def gradflow(
     steps: Annotated[int, typer.Option(min=0, help="Adam steps on `adding` per model.")] = 1500,
     seq_len: Annotated[int, typer.Option(min=2, help="Sequence length T of the adding problem.")] = 100,
@@ -163,7 +131,6 @@ def gradflow(
     typer.echo(gf.describe(result))
 
 
-@app.command()
 def demo(
     out: Annotated[str, typer.Option(help="Output directory of the report.")] = "runs/demo",
     steps: Annotated[int, typer.Option(min=1, help="Steps of the digits run.")] = 1500,
@@ -177,32 +144,6 @@ def demo(
     typer.echo(f"report: {path}")
 
 
-@app.command()
-def parity(
-    libraries: Annotated[
-        list[str] | None,
-        typer.Argument(help="Libraries to compare (default: all): torch, flax.linen, flax.nnx, keras, haiku, "
-                       "equinox.", show_default=False),  # fmt: skip
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the inputs and of the JAX libraries' weights.")] = 0,
-) -> None:
-    """Compare jlstm with torch, Flax, Keras, Haiku and Equinox in float64: outputs, final state, grads."""
-    import os
-
-    os.environ.setdefault("KERAS_BACKEND", "jax")  # before keras is imported: jax.grad needs its JAX backend
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
-    from jlstm.app import parity as par
-
-    try:
-        rows = par.parity_rows(libraries or None, seed=seed)
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="LIBRARIES") from None
-    typer.echo(par.format_table(rows))
-
-
-@app.command()
 def bench(
     sizes: Annotated[str | None, typer.Option(help="T,B,D,H;T,B,D,H (default: the six sizes).")] = None,
     impls: Annotated[
@@ -258,7 +199,6 @@ def bench(
     typer.echo((Path(out) / "bench.md").read_text())
 
 
-@app.command()
 def odyssey(
     quick: Annotated[bool, typer.Option("--quick", help="The CI smoke test (a minute or two).")] = False,
     out: Annotated[str, typer.Option(help="Output directory.")] = "runs/odyssey",
@@ -282,6 +222,12 @@ def odyssey(
     except ody.MissingExtra as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
+
+
+# The commands, in the order of `jlstm --help` (example, gradcheck and parity are in cli_checks).
+COMMANDS = (example, gradcheck, train, gradflow, demo, parity, bench, odyssey)
+for _command in COMMANDS:
+    app.command()(_command)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""The training loop behind ``jlstm train``: config, one jitted optax step, logs, checkpoints, resume.
+"""The training loop behind ``jlstm train``: one jitted optax step, logs, checkpoints, resume.
 
 ``train(Config(task="digits"))`` writes into ``config.out`` (default ``runs/<task>``):
 
@@ -16,20 +16,18 @@ checkpoint is never overwritten; an unwritable ``--out`` (a file in the way, a f
 
 The data order is a pure function of ``(seed, step)`` and the checkpoint holds the whole optimizer
 state, so ``resume=True`` after any interruption (Ctrl-C, SIGKILL) ends with the same
-``params_digest`` as an uninterrupted run with the same seed.
+``params_digest`` as an uninterrupted run with the same seed. The run's ``Config`` is in ``config``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
-import optax
 
 from jlstm import sharding
 from jlstm.app import checkpoint, metrics, rundir
@@ -47,109 +45,30 @@ from jlstm.app.checkpoint import (
     params_digest,
     save_checkpoint,
 )
+from jlstm.app.config import Config, Resolved, make_optimizer, optimizer_fn
 from jlstm.app.metrics import plot_history
 
-# The checkpoint and metrics names are re-exported: callers and tests know them as runner.<name>.
-__all__ = ["CHECKPOINT", "PREVIOUS", "Config", "Diverged", "Interrupted", "Resolved", "RunError",
-           "load_checkpoint", "load_latest_checkpoint", "make_mesh", "make_optimizer", "optimizer_fn",
-           "params_digest", "plot_history", "save_checkpoint", "train"]  # fmt: skip
+# The config, checkpoint and metrics names are re-exported: callers and tests know them as runner.<name>.
+__all__ = [
+    "CHECKPOINT",
+    "PREVIOUS",
+    "Config",
+    "Diverged",
+    "Interrupted",
+    "Resolved",
+    "RunError",
+    "load_checkpoint",
+    "load_latest_checkpoint",
+    "make_mesh",
+    "make_optimizer",
+    "optimizer_fn",
+    "params_digest",
+    "plot_history",
+    "save_checkpoint",
+    "train",
+]
 
 log = logging.getLogger("jlstm.runner")
-
-
-@dataclass(frozen=True)
-class Config:
-    """A training run. ``None`` means the task's default (see ``jlstm.tasks.TASKS``).
-
-    A new command-line option of ``jlstm train`` only needs a field here of the same name: the
-    command forwards every option to ``Config`` by name.
-    """
-
-    task: str
-    steps: int | None = None
-    seed: int = 0
-    out: str | None = None  # default runs/<task>
-    resume: bool = False
-    overwrite: bool = False  # start again in an out that holds a run (its run files are removed first)
-    optimizer: str | None = None  # any optax optimizer that takes a learning rate: sgd, adam, ...
-    lr: float | None = None
-    batch_size: int | None = None
-    clip: float | None = None  # global-norm clipping; 0 turns a task's default clipping off
-    hidden_size: int | None = None
-    seq_len: int | None = None  # T for adding, the unroll length for charlm
-    eval_every: int | None = None
-    checkpoint_every: int | None = None
-    log_every: int | None = None
-    progress: bool = True
-    devices: int | None = None  # data-parallel over the first N local devices; None: all that divide B
-
-    def __post_init__(self):
-        if self.task not in tasks_lib.TASKS:
-            raise ValueError(f"task must be one of {sorted(tasks_lib.TASKS)}; got {self.task!r}.")
-        for name in ("steps", "batch_size", "hidden_size", "seq_len", "eval_every", "checkpoint_every",
-                     "log_every", "devices"):  # fmt: skip
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
-                raise ValueError(f"{name} must be a positive integer; got {v!r}.")
-        if self.lr is not None and not (isinstance(self.lr, int | float) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number; got {self.lr!r}.")
-        if self.clip is not None and not (isinstance(self.clip, int | float) and self.clip >= 0):
-            raise ValueError(f"clip must be a non-negative number (0 = no clipping); got {self.clip!r}.")
-        if self.optimizer is not None:
-            optimizer_fn(self.optimizer)  # raises a ValueError naming the optimizers it knows
-        if self.resume and self.overwrite:  # the one continues the run in out, the other starts it again
-            raise ValueError("resume and overwrite exclude each other; got both. Pass one of them.")
-        tasks_lib.check_fixed(self.task, self)  # else gomez's H = 1 would be recorded as the H given
-
-    def resolved(self) -> Resolved:
-        """This config with every ``None`` replaced by the task's default."""
-        defaults = tasks_lib.TASKS[self.task].defaults
-        fill = {k: defaults[k] for k in defaults if getattr(self, k) is None}
-        if self.out is None:
-            fill["out"] = str(Path("runs") / self.task)
-        if self.clip == 0:
-            fill["clip"] = None
-        return Resolved(**{**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, **fill})
-
-
-@dataclass(frozen=True, kw_only=True)
-class Resolved(Config):
-    """``Config.resolved()``: the task's defaults filled in, so every field but ``clip`` is set."""
-
-    steps: int
-    out: str
-    optimizer: str
-    lr: float
-    batch_size: int
-    hidden_size: int
-    seq_len: int
-    eval_every: int
-    checkpoint_every: int
-    log_every: int
-
-
-_OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adabelief", "lion", "nadam", "lamb",
-               "radam", "yogi", "novograd", "sm3", "fromage", "noisy_sgd", "adamax")  # fmt: skip
-
-
-def optimizer_fn(name: str):
-    """The optax optimizer constructor called ``name`` (e.g. ``"sgd"``, ``"adam"``)."""
-    if name not in _OPTIMIZERS or not callable(getattr(optax, name, None)):
-        known = [n for n in _OPTIMIZERS if callable(getattr(optax, n, None))]
-        raise ValueError(f"optimizer must be an optax optimizer taking a learning rate, one of {known}; "
-                         f"got {name!r}.")  # fmt: skip
-    return getattr(optax, name)
-
-
-def make_optimizer(config: Resolved) -> optax.GradientTransformation:
-    """The optax transformation of a resolved config: optional global-norm clipping, then the optimizer."""
-    opt = optimizer_fn(config.optimizer)(learning_rate=config.lr)
-    if config.clip:
-        opt = optax.chain(optax.clip_by_global_norm(config.clip), opt)
-    return opt
-
-
-# ------------------------------------------------------------------------------------------- the loop
 
 
 def make_mesh(config: Resolved):
@@ -162,8 +81,10 @@ def make_mesh(config: Resolved):
     if n is None:
         n = max(k for k in range(1, len(jax.devices()) + 1) if config.batch_size % k == 0)
     elif config.batch_size % n:
-        raise ValueError(f"devices: the batch size {config.batch_size} must be divisible by the number "
-                         f"of devices; got devices={n}. Use --batch-size a multiple of {n}.")  # fmt: skip
+        raise ValueError(
+            f"devices: the batch size {config.batch_size} must be divisible by the number "
+            f"of devices; got devices={n}. Use --batch-size a multiple of {n}."
+        )
     return sharding.data_mesh(n)
 
 
@@ -185,8 +106,10 @@ def train(config: Config) -> dict:
             return _train(cfg)
     except OSError as e:
         where = e.filename or cfg.out
-        raise RunError(f"cannot write the run's output in {where}: {e.strerror or e}. "
-                       "Choose another --out or free some space.") from e  # fmt: skip
+        raise RunError(
+            f"cannot write the run's output in {where}: {e.strerror or e}. "
+            "Choose another --out or free some space."
+        ) from e
 
 
 class _Ended(NamedTuple):
@@ -203,8 +126,9 @@ class _Ended(NamedTuple):
 def _train(cfg: Resolved) -> dict:
     out = Path(cfg.out)
     # Looked up at call time (not imported by name), so that a patched tasks.make takes effect.
-    problem = tasks_lib.make(cfg.task, seed=cfg.seed, batch_size=cfg.batch_size,
-                             hidden_size=cfg.hidden_size, seq_len=cfg.seq_len)  # fmt: skip
+    problem = tasks_lib.make(
+        cfg.task, seed=cfg.seed, batch_size=cfg.batch_size, hidden_size=cfg.hidden_size, seq_len=cfg.seq_len
+    )
     opt = make_optimizer(cfg)
     mesh = make_mesh(cfg)
     params = problem.init(jax.random.key(cfg.seed))
@@ -217,8 +141,14 @@ def _train(cfg: Resolved) -> dict:
 
     step_fn = sharding.make_sharded_train_step(loss_fn, opt, mesh, has_aux=True)
     params, opt_state = sharding.replicate((params, opt_state), mesh)  # after a resume, too
-    with metrics.MetricsLog(out / metrics.METRICS, task=cfg.task, steps=cfg.steps, start=start,
-                            wall_before=wall_before, progress=cfg.progress) as mlog:  # fmt: skip
+    with metrics.MetricsLog(
+        out / metrics.METRICS,
+        task=cfg.task,
+        steps=cfg.steps,
+        start=start,
+        wall_before=wall_before,
+        progress=cfg.progress,
+    ) as mlog:
         end = _loop(cfg, problem, step_fn, mesh, (params, opt_state, start), mlog)
     return _finish(cfg, problem, end, mlog, traces=len(traces), devices=mesh.size)
 
@@ -288,8 +218,9 @@ def _log_step(cfg: Resolved, problem, mlog: metrics.MetricsLog, done: int, param
     """Write the row of step ``done`` (evaluated if ``evaluate``); returns its loss and evaluation."""
     rec = mlog.row(done, m)
     if not np.isfinite(rec["loss"]):
-        raise Diverged(diverged_message(cfg.task, done, "the loss is " + str(rec["loss"]),
-                                        Path(cfg.out) / CHECKPOINT))  # fmt: skip
+        raise Diverged(
+            diverged_message(cfg.task, done, "the loss is " + str(rec["loss"]), Path(cfg.out) / CHECKPOINT)
+        )
     ev = None
     if evaluate:
         ev = problem.evaluate(params)

@@ -64,8 +64,11 @@ def build(seed: int, batch_size: int, hidden_size: int, seq_len: int) -> Problem
         fig, ax = plt.subplots(figsize=(4.8, 4.5))
         ax.scatter(yte, pred, s=4, alpha=0.5)
         ax.plot([0, 2], [0, 2], color="gray", lw=1)
-        ax.set(xlabel="target (sum of the two marked values)", ylabel="prediction",
-               title=f"adding, T = {T}: test MSE {np.mean((pred - yte) ** 2):.4f}")  # fmt: skip
+        ax.set(
+            xlabel="target (sum of the two marked values)",
+            ylabel="prediction",
+            title=f"adding, T = {T}: test MSE {np.mean((pred - yte) ** 2):.4f}",
+        )
         return fig
 
     return Problem(init_, loss, batch, evaluate, figure, no_extras)

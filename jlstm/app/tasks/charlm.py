@@ -130,8 +130,11 @@ def build(seed: int, batch_size: int, hidden_size: int, seq_len: int) -> Problem
         fig, ax = plt.subplots(figsize=(5.5, 4))
         ax.plot([r["step"] for r in ev], [r["val_bpc"] for r in ev], marker="o", ms=3)
         ax.axhline(2.0, color="gray", lw=1, ls="--", label="target 2.0")
-        ax.set(xlabel="step", ylabel="bits per character (held-out)",
-               title=f"charlm on the Python stdlib ({len(text) / 1e6:.1f}M chars, {V} symbols)")  # fmt: skip
+        ax.set(
+            xlabel="step",
+            ylabel="bits per character (held-out)",
+            title=f"charlm on the Python stdlib ({len(text) / 1e6:.1f}M chars, {V} symbols)",
+        )
         ax.legend()
         return fig
 

@@ -73,10 +73,22 @@ def build(seed: int, batch_size: int, hidden_size: int, seq_len: int) -> Problem
         ax.imshow(cm, cmap="Blues")
         for i, j in np.ndindex(cm.shape):
             if cm[i, j]:
-                ax.text(j, i, cm[i, j], ha="center", va="center", fontsize=7,
-                        color="white" if cm[i, j] > cm.max() / 2 else "black")  # fmt: skip
-        ax.set(xlabel="predicted", ylabel="true", xticks=range(10), yticks=range(10),
-               title=f"digits, held-out 20 %: accuracy {np.mean(pred == yte):.3f}")  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    cm[i, j],
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if cm[i, j] > cm.max() / 2 else "black",
+                )
+        ax.set(
+            xlabel="predicted",
+            ylabel="true",
+            xticks=range(10),
+            yticks=range(10),
+            title=f"digits, held-out 20 %: accuracy {np.mean(pred == yte):.3f}",
+        )
         return fig
 
     return Problem(init_, loss, batch, evaluate, figure, no_extras)

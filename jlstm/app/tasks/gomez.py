@@ -66,8 +66,11 @@ def build(seed: int, batch_size: int, hidden_size: int, seq_len: int) -> Problem
         for t, color in ((0, "C0"), (1, "C1")):
             ax.plot(steps, [r[f"out_{t}"] for r in ev], color=color, label=f"out_{t}")
             ax.axhline(float(ys[t, 0]), color=color, ls="--", lw=1, label=f"label y_{t} = {ys[t, 0]}")
-        ax.set(xlabel="SGD step (lr as configured)", ylabel="output",
-               title="the source's two-step example: out_1 cannot reach 1.25")  # fmt: skip
+        ax.set(
+            xlabel="SGD step (lr as configured)",
+            ylabel="output",
+            title="the source's two-step example: out_1 cannot reach 1.25",
+        )
         ax.legend(loc="center right", fontsize=8)
         return fig
 
