@@ -3,12 +3,13 @@
 from jlstm import interop
 from jlstm.cells.dropout import RecurrentDropout
 from jlstm.cells.spec import VARIANTS, CellParams, CellSpec
-from jlstm.core.interface import Cell, CellGrads
+from jlstm.core.interface import Cell, CellGrads, State, StateGrads
 from jlstm.core.params import GATE_ORDER, LSTMParams, LSTMState
-from jlstm.functional import cell, init, lstm, lstm_trace
+from jlstm.functional import cell, init, lstm, lstm_trace, rnn
 from jlstm.losses import l2_loss, softmax_cross_entropy
 from jlstm.stacked import init_stacked, stacked_lstm
 from jlstm.tbptt import tbptt_value_and_grad
+from jlstm.testing import check_cell
 from jlstm.train import make_train_step
 
 __all__ = [
@@ -21,7 +22,10 @@ __all__ = [
     "LSTMParams",
     "LSTMState",
     "RecurrentDropout",
+    "State",
+    "StateGrads",
     "cell",
+    "check_cell",
     "init",
     "init_stacked",
     "interop",
@@ -29,6 +33,7 @@ __all__ = [
     "lstm",
     "lstm_trace",
     "make_train_step",
+    "rnn",
     "softmax_cross_entropy",
     "stacked_lstm",
     "tbptt_value_and_grad",

@@ -11,8 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import checkify
 
-from jlstm.core.cell import state_dtype
-from jlstm.core.prepare import check_compute_dtype
+from jlstm.core.precision import check_compute_dtype, state_dtype
 from jlstm.functional import lstm
 
 

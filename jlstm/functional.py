@@ -7,28 +7,34 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jlstm import boundary as _door
+from jlstm.boundary import as_cell_params
 from jlstm.cells import dropout as _dropout
-from jlstm.cells import zoneout as _zoneout
-from jlstm.cells.family import family_cell
-from jlstm.cells.init import check_cell_params, init_cell, make_spec
-from jlstm.cells.spec import CellParams, CellSpec, num_gates
+from jlstm.cells.init import init_cell, make_spec
+from jlstm.cells.spec import CellParams, CellSpec
 from jlstm.core import checks as _checks
-from jlstm.core import contract as _contract
 from jlstm.core import params as _params
-from jlstm.core import prepare as _prep
-from jlstm.core import sequence as _seq
-from jlstm.core.cell import cell as _vanilla_cell
-from jlstm.core.cell import state_dtype
-from jlstm.core.interface import Cell
 from jlstm.core.params import LSTMParams, LSTMState
+
+__all__ = ["Params", "as_cell_params", "cell", "init", "lstm", "lstm_trace", "rnn"]
 
 Params = LSTMParams | CellParams
 
 
-def init(key: jax.Array, input_size: int, hidden_size: int, *, forget_bias: float = 1.0,
-         dtype: jnp.dtype = jnp.float32, peephole: bool = False, proj_size: int | None = None,
-         layer_norm: bool = False, cell_clip: float | None = None, proj_clip: float | None = None,
-         variant: str | None = None) -> Params:  # fmt: skip
+def init(
+    key: jax.Array,
+    input_size: int,
+    hidden_size: int,
+    *,
+    forget_bias: float = 1.0,
+    dtype: jnp.dtype = jnp.float32,
+    peephole: bool = False,
+    proj_size: int | None = None,
+    layer_norm: bool = False,
+    cell_clip: float | None = None,
+    proj_clip: float | None = None,
+    variant: str | None = None,
+) -> Params:
     """Initialise an LSTM layer, the source's cell or a variant.
 
     Args:
@@ -56,66 +62,22 @@ def init(key: jax.Array, input_size: int, hidden_size: int, *, forget_bias: floa
     for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"init: {name} must be a positive int; got {value!r}.")
-    spec = make_spec(hidden_size, peephole=peephole, proj_size=proj_size, layer_norm=layer_norm,
-                     cell_clip=cell_clip, proj_clip=proj_clip, variant=variant, where="init")  # fmt: skip
+    spec = make_spec(
+        hidden_size,
+        peephole=peephole,
+        proj_size=proj_size,
+        layer_norm=layer_norm,
+        cell_clip=cell_clip,
+        proj_clip=proj_clip,
+        variant=variant,
+        where="init",
+    )
     if spec == CellSpec():
         return _params.init(key, input_size, hidden_size, forget_bias=forget_bias, dtype=dtype)
     dtype = jnp.dtype(dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"init: dtype must be a floating dtype; got {dtype}.")
     return init_cell(key, input_size, hidden_size, spec, forget_bias=forget_bias, dtype=dtype)
-
-
-def as_cell_params(params, where: str) -> CellParams:
-    """``CellParams`` as they are (checked), ``LSTMParams`` as the variant-free ``CellParams``."""
-    if isinstance(params, CellParams):
-        for name in ("W", "U", "b"):
-            _checks._floating(f"params.{name}", getattr(params, name), where)
-        check_cell_params(params, where)
-        return params
-    W, U, b = _checks.check_params(params, where)
-    return CellParams(W, U, b, {}, CellSpec())
-
-
-def _cell_of(spec, rates, where: str) -> Cell:
-    if isinstance(spec, CellSpec):
-        return family_cell(spec, rates)
-    if rates is not None:
-        raise ValueError(
-            f"{where}: zoneout is built into jlstm's own cells; the {spec.name!r} cell has none."
-        )
-    return spec
-
-
-def _weights(cp: CellParams, mU=None) -> _seq.Weights:
-    theta = dict(cp.extra)
-    # DropConnect: U's mask sits outside the custom_vjp, so autodiff carries dU through it.
-    U = cp.U if mU is None else cp.U * mU.astype(cp.U.dtype)
-    if not _cell_of(cp.spec, None, "").bias_in_projection:
-        return _seq.Weights(cp.W, U, None, theta | {"b": cp.b})
-    return _seq.Weights(cp.W, U, cp.b, theta)
-
-
-def _is_training(training, key, stochastic: bool, where: str) -> bool:
-    if training is None:
-        return key is not None
-    if training and key is None and stochastic:
-        raise ValueError(
-            f"{where}: training=True with zoneout or recurrent_dropout needs key= (a PRNG key to draw the "
-            "masks); pass key=jax.random.key(...), or training=False for evaluation mode."
-        )
-    return bool(training) and stochastic
-
-
-def _draw_masks(key, rates, rd, cp: CellParams, p: _prep.Prepared, dtype):
-    """Training masks from one key: zoneout's ``[T, B, ...]`` and dropout's ``(mx, mh, mU)``."""
-    k_zone, k_drop = jax.random.split(key)
-    H, R, G = cp.hidden_size, cp.output_size, num_gates(cp.spec)
-    noise = None if rates is None else _zoneout.draw(k_zone, rates, p.T, p.B, H, R, state_dtype(dtype))
-    masks = (
-        (None,) * 3 if rd is None else _dropout.draw(k_drop, rd, p.B, G, cp.input_size, R, cp.U.shape, dtype)
-    )
-    return (noise, *masks)
 
 
 def lstm(
@@ -176,41 +138,26 @@ def lstm(
       >>> hs.shape, h.shape
       ((8, 20, 5), (8, 5))
     """
-    where = "jlstm.lstm"
-    rates = _zoneout.check_rates(zoneout, where)
-    rd = _dropout.check(recurrent_dropout, where)
-    train = _is_training(training, key, rates is not None or rd is not None, where)
-    if isinstance(params, tuple) and rates is None and (rd is None or not train):
-        return _seq.lstm(params, xs, carry, lengths=lengths, reverse=reverse, backward=backward,
-                         remat=remat, compute_dtype=compute_dtype)  # fmt: skip
-    _checks.check_backward(backward, where)
-    remat = _prep.check_remat(remat, backward, where)
-    compute_dtype = _prep.check_compute_dtype(compute_dtype, where)
-    cp = as_cell_params(params, where)
-    leaves = jax.tree.leaves(cp)
-    xs = _checks._floating("xs", xs, where)  # before result_type, which cannot read a list
-    dtype = jnp.result_type(xs, *leaves) if compute_dtype is None else compute_dtype
-    p = _prep.prepare(xs, carry, lengths, D=cp.input_size, H=cp.hidden_size, R=cp.output_size, dtype=dtype,
-                      where=where)  # fmt: skip
-    noise, mx, mh, mU = _draw_masks(key, rates, rd, cp, p, dtype) if train else (None,) * 4
-    cell = _cell_of(cp.spec, rates, where)
-    if isinstance(cp.spec, Cell):  # a user's cell: its outputs checked against the interface
-        _contract.check_cell_contract(cell, _weights(cp).theta, B=p.B, H=p.H, R=p.R, dtype=dtype, where=where)
-    return _seq.run(cell, _weights(cp, mU), p, reverse=reverse, backward=backward, remat=remat,
-                    noise=noise, mx=mx, mh=mh)  # fmt: skip
+    opts = _door.Options(
+        lengths, reverse, backward, remat, compute_dtype, zoneout, recurrent_dropout, key, training
+    )
+    return _door.run(params, xs, carry, opts, "jlstm.lstm")
 
 
 def cell(params: Params, carry: LSTMState | tuple, x: jax.Array) -> tuple[LSTMState, jax.Array]:
-    """One step in evaluation mode, scan-shaped: ``(LSTMState(h, c), h)`` from ``carry = (h [..., R],
-    c [..., H])`` and ``x [..., D]``. For ``LSTMParams`` the source's forward equations (see
-    ``jlstm.core.cell.cell``); for a variant, one step of ``lstm``."""
-    if isinstance(params, tuple):
-        return _vanilla_cell(params, carry, x)
-    x = _checks._floating("x", x, "jlstm.cell")
-    if x.ndim < 1:
-        raise ValueError(f"jlstm.cell: x must be [..., D]; got shape {x.shape}.")
-    _, state = lstm(params, x[..., None, :], carry)
-    return state, state.h
+    """One step in evaluation mode, scan-shaped: ``(state, y)`` from ``carry`` (for the LSTM family
+    ``(h [..., R], c [..., H])``, returning ``(LSTMState(h, c), h)``) and ``x [..., D]``: one step of
+    ``lstm``, through the same door."""
+    where = "jlstm.cell"
+    x = _checks._floating("x", x, where)
+    D = params.W.shape[0] if hasattr(params, "W") and getattr(params.W, "ndim", 0) == 2 else None
+    if x.ndim < 1 or (D is not None and x.shape[-1] != D):
+        want = "[..., D]" if D is None else f"[..., D] with D = {D} from params.W"
+        raise ValueError(f"{where}: x must be {want}; got shape {x.shape}.")
+    if carry is None:
+        raise TypeError(f"{where}: carry must be the cell's state, e.g. jlstm.LSTMState(h, c); got None.")
+    ys, state = _door.run(params, x[..., None, :], carry, _door.Options(), where)
+    return state, ys[..., 0, :]
 
 
 def lstm_trace(
@@ -235,23 +182,24 @@ def lstm_trace(
       [..., T, GH]`` (of the input pre-activation), ``delta_x [..., T, D]`` and ``Delta_out_prev
       [..., T, R]`` (``Delta out_{t-1}``) are named as in the source.
     """
-    if isinstance(params, tuple):
-        return _seq.lstm_trace(params, xs, g_hs, carry, g_final, lengths=lengths)
-    where = "jlstm.lstm_trace"
-    cp = as_cell_params(params, where)
-    xs = _checks._floating("xs", xs, where)  # before result_type, which cannot read a list
-    dtype = jnp.result_type(xs, *jax.tree.leaves(cp))
-    p = _prep.prepare(xs, carry, lengths, D=cp.input_size, H=cp.hidden_size, R=cp.output_size, dtype=dtype,
-                      where=where)  # fmt: skip
-    if isinstance(cp.spec, Cell):  # a user's cell: its outputs checked against the interface
-        _contract.check_cell_contract(
-            cp.spec, _weights(cp).theta, B=p.B, H=p.H, R=p.R, dtype=dtype, where=where
-        )
-    w = _weights(cp)
-    (dW, dU, db, dth), dxs, dcarry, tr = _seq.trace(
-        _cell_of(cp.spec, None, where), w, p, g_hs, g_final, where=where
-    )
-    extra = {k: dth[k].astype(v.dtype) for k, v in cp.extra.items()}
-    db = dth["b"] if db is None else db
-    grads = CellParams(dW.astype(cp.W.dtype), dU.astype(cp.U.dtype), db.astype(cp.b.dtype), extra, cp.spec)
-    return grads, dxs, dcarry, tr
+    grads, dxs, d0, tr = _door.trace(params, xs, g_hs, carry, g_final, lengths, "jlstm.lstm_trace")
+    if not isinstance(params, CellParams):  # the source's LSTM: its gradients as LSTMParams
+        grads = LSTMParams(grads.W, grads.U, grads.b)
+    return grads, dxs, d0, tr
+
+
+def rnn(params: Params, xs: jax.Array, carry=None, **options):
+    """Run any cell over a sequence: ``(ys [..., T, R], state)``, the state the cell's own NamedTuple
+    (``LSTMState(h, c)`` for the LSTM family; for a cell that declares its states, their names).
+
+    The same door and engine as ``lstm``, with the same keyword options (``lengths``, ``reverse``,
+    ``backward``, ``remat``, ``compute_dtype``, ``zoneout``, ``recurrent_dropout``, ``key``,
+    ``training``); ``carry`` is the cell's state (each ``[..., width]``) or None for zeros.
+
+    Example:
+      >>> ys, (h,) = jlstm.rnn(elman_params, xs)   # a one-state cell: its state is (h,)
+    """
+    unknown = sorted(set(options) - set(_door.Options._fields))
+    if unknown:
+        raise TypeError(f"jlstm.rnn: unknown option {unknown}; it takes {list(_door.Options._fields)}.")
+    return _door.run(params, xs, carry, _door.Options(**options), "jlstm.rnn")

@@ -1,4 +1,8 @@
-"""``check_cell``: a user's cell against autodiff and finite differences, quantity by quantity.
+"""Testing a cell: ``check_cell`` (a cell's hand-written backward against autodiff and finite
+differences, quantity by quantity) and ``init_params`` (its parameters). Above the functional API in
+the house (it runs ``jlstm.lstm``), so nothing below imports it; re-exported as ``jlstm.check_cell``.
+
+``check_cell``:
 
 First the contract (``jlstm.core.contract``): the cell's outputs have the shapes, dtypes and structure
 the machinery needs, else an error names the field. Then two levels. One step: the cell's hand-written
@@ -20,11 +24,17 @@ import numpy as np
 from jax.extend import core as jex
 from jax.test_util import check_grads
 
+from jlstm.cells.check_state import state_step_pairs
+from jlstm.cells.custom import init_params
 from jlstm.cells.family import family_cell
 from jlstm.cells.init import spec_name
 from jlstm.cells.spec import CellParams, CellSpec
 from jlstm.core.contract import check_cell_contract
 from jlstm.core.interface import Cell
+from jlstm.core.state import as_state_cell, widths
+from jlstm.functional import lstm
+
+__all__ = ["CheckReport", "Row", "check_cell", "init_params"]
 
 TOLERANCE = 1e-10
 
@@ -98,6 +108,10 @@ def _state_gradient(f, args, cts):
 
 def _step_rows(cell: Cell, theta, H, R, key) -> list[Row]:
     """One step's backward against ``jax.vjp`` of its forward (the cell's own lines, one by one)."""
+    if cell.state is not None:  # a cell that declares its states
+        return [
+            Row(n, e := _rel(m, a), e <= TOLERANCE) for n, m, a in state_step_pairs(cell, theta, H, R, key)
+        ]
     G, B = cell.num_gates, 3
     k = jax.random.split(key, 8)
     normal = lambda kk, shape: jax.random.normal(kk, shape, jnp.float64)  # noqa: E731
@@ -128,30 +142,33 @@ def _step_rows(cell: Cell, theta, H, R, key) -> list[Row]:
 
 
 def _sequence_rows(params: CellParams, key, trials: int) -> list[Row]:
-    from jlstm.functional import lstm
-
     worst: dict[str, float] = {}
     D, R, H = params.input_size, params.output_size, params.hidden_size
+    cell = (
+        as_state_cell(params.spec)
+        if isinstance(params.spec, Cell)
+        else as_state_cell(family_cell(params.spec))
+    )
+    names, sizes = [st.name for st in cell.state], widths(cell, H, R)  # type: ignore[union-attr]
     for n in range(trials):
         k = jax.random.split(jax.random.fold_in(key, n), 6)
         batch = [(), (3,), (2, 2)][n % 3]
         T = 1 + n % 5
         xs = jax.random.normal(k[0], batch + (T, D), jnp.float64)
-        carry = (
-            jax.random.normal(k[1], batch + (R,), jnp.float64),
-            jax.random.normal(k[2], batch + (H,), jnp.float64),
-        )
+        ks = jax.random.split(k[1], len(names))
+        carry = tuple(jax.random.normal(kk, batch + (m,), jnp.float64) for kk, m in zip(ks, sizes))
         lengths = jax.random.randint(k[3], batch, 0, T + 1)
         w = jax.random.normal(k[4], batch + (T, R), jnp.float64)
 
         def loss(p, xs, carry, bw, reverse=bool(n % 2), lengths=lengths, w=w):
-            hs, (h, c) = lstm(p, xs, carry, lengths=lengths, reverse=reverse, backward=bw)
-            return jnp.sum(hs * w) + jnp.sum(jnp.sin(h)) + jnp.sum(c * c)
+            hs, final = lstm(p, xs, carry, lengths=lengths, reverse=reverse, backward=bw)
+            # A cotangent on every final state, each of another kind so that none cancels.
+            return jnp.sum(hs * w) + sum(jnp.sum(jnp.sin((j + 1.0) * v)) for j, v in enumerate(final))
 
         g = {bw: jax.grad(loss, argnums=(0, 1, 2))(params, xs, carry, bw) for bw in ("manual", "autodiff")}
         (pm, xm, cm), (pa, xa, ca) = g["manual"], g["autodiff"]
         named = [("dW", pm.W, pa.W), ("dU", pm.U, pa.U), ("db", pm.b, pa.b), ("dxs", xm, xa)]
-        named += [("dh0", cm[0], ca[0]), ("dc0", cm[1], ca[1])]
+        named += [(f"d{name}0", a, b) for name, a, b in zip(names, cm, ca)]
         named += [(f"d{k_}", pm.extra[k_], pa.extra[k_]) for k_ in params.extra]
         for name, a, b in named:
             worst[f"sequence {name}"] = max(worst.get(f"sequence {name}", 0.0), _rel(a, b))
@@ -159,8 +176,6 @@ def _sequence_rows(params: CellParams, key, trials: int) -> list[Row]:
 
 
 def _fd_row(params: CellParams, key) -> Row:
-    from jlstm.functional import lstm
-
     xs = jax.random.normal(key, (2, 3, params.input_size), jnp.float64)
     f = lambda p, x: jnp.sum(jnp.sin(lstm(p, x)[0]))  # noqa: E731
     name = "finite differences (manual)"
@@ -236,7 +251,8 @@ def check_cell(
     key = jax.random.key(seed)
     theta = dict(params.extra) | ({} if cell.bias_in_projection else {"b": params.b})
     H, R = params.hidden_size, params.output_size
-    check_cell_contract(cell, theta, B=3, H=H, R=R, dtype=jnp.float64, where="check_cell")
+    if cell.state is None:  # the (h, c) interface's contract; a state cell's shapes meet the scan itself
+        check_cell_contract(cell, theta, B=3, H=H, R=R, dtype=jnp.float64, where="check_cell")
     rows = _step_rows(cell, theta, H, R, key)
     rows += _sequence_rows(params, key, trials)
     rows.append(_fd_row(params, key))

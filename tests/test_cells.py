@@ -152,7 +152,7 @@ def _grads_with_noise(cp, xs, carry, w, noise):
     from jlstm.core import sequence as _seq
 
     def loss(p, x, c):
-        prep = _prep.prepare(x, c, None, D=D, H=H, R=H, dtype=jnp.float64, where="test")
+        prep = _prep.prepare(x, c, None, cell=p.spec, D=D, H=H, R=H, dtype=jnp.float64, where="test")
         hs, (h, c_T) = _seq.run(p.spec, _seq.Weights(p.W, p.U, p.b, {}), prep, noise=noise)
         return jnp.sum(hs * w) + jnp.sum(jnp.sin(h)) + jnp.sum(c_T**2)
 

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import pytest
 
 import jlstm
-from jlstm.cells.check import check_cell
 from jlstm.cells.custom import init_params
+from jlstm.testing import check_cell
 
 
 def janet_forward(theta, zx, zh, h_prev, c_prev, noise):
@@ -72,7 +72,7 @@ def test_a_user_cell_runs_like_any_other():
 
 
 def _rows(cell, params):
-    from jlstm.cells.check import _step_rows
+    from jlstm.testing import _step_rows
 
     theta = dict(params.extra) | ({} if cell.bias_in_projection else {"b": params.b})
     rows = _step_rows(cell, theta, params.hidden_size, params.output_size, jax.random.key(1))

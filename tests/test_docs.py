@@ -49,7 +49,7 @@ def public_names(package: griffe.Module) -> list[str]:
     kinds = (griffe.Kind.FUNCTION, griffe.Kind.CLASS)
     names += [f"jlstm.sharding.{n}" for n, o in sharding.members.items()
               if not n.startswith("_") and not o.is_alias and o.kind in kinds]  # fmt: skip
-    names += ["jlstm.sharding", "jlstm.debug.checked_lstm", "jlstm.cells.check.check_cell",
+    names += ["jlstm.sharding", "jlstm.debug.checked_lstm",
               "jlstm.cells.custom.init_params"]  # fmt: skip
     return names
 

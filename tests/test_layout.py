@@ -67,10 +67,51 @@ def test_the_core_imports_only_the_core():
     assert not offenders, offenders
 
 
+# The floors of the house, bottom up: a module may import its own floor and those below, never above.
+FLOORS = [
+    ("core",),
+    ("cells",),
+    ("boundary", "functional"),
+    ("testing", "stacked", "tbptt", "losses", "train", "sharding", "debug", "interop", "nn"),
+]
+
+
+def _floor(name: str) -> int | None:
+    parts = name.split(".")
+    if parts[0] != "jlstm" or len(parts) < 2:
+        return None
+    return next((k for k, rooms in enumerate(FLOORS) if parts[1] in rooms), None)
+
+
+def test_no_import_points_back_up_the_house():
+    # core never imports cells, the functional API or anything above; cells never the functional API.
+    offenders = []
+    for p in _modules():
+        mine = _floor("jlstm." + ".".join(p.relative_to(PKG).with_suffix("").parts))
+        if mine is None:
+            continue
+        for name in _imports(p):
+            theirs = _floor(name)
+            if theirs is not None and theirs > mine:
+                offenders.append(f"{p.relative_to(PKG)} imports {name}")
+    assert not offenders, offenders
+
+
+def test_the_layout_is_ruff_formats_and_no_line_opts_out():
+    skips = [
+        f"{p.relative_to(PKG)}:{n}"
+        for p in _modules()
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if "fmt: " + "skip" in line
+    ]
+    assert not skips, f"layout opted out of ruff format (split by concept instead): {skips}"
+
+
 def test_the_import_checks_can_fail(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from jlstm.app import cli\n")
     assert "jlstm.app.cli" in _imports(bad)
+    assert _floor("jlstm.functional") > _floor("jlstm.cells.family") > _floor("jlstm.core.machinery")
 
 
 @pytest.mark.parametrize("module", ["jlstm", "jlstm.interop", "jlstm.nn", "jlstm.cells"])

@@ -89,9 +89,13 @@ def check_cell_params(params: CellParams, where: str) -> None:
         raise ValueError(f"{where}: params.W must be [D, {G}H] for {spec_name(spec)}; got {W.shape}.")
     H = W.shape[1] // G
     if not isinstance(spec, CellSpec):  # a user's cell: its theta is its own business
-        if U.ndim != 2 or U.shape[1] != G * H or params.b.shape != (G * H,):
+        heads = U.shape[0] if U.ndim == 3 else 1  # block-diagonal: U [heads, R / heads, GH / heads]
+        dense = U.ndim == 2 and U.shape[1] == G * H
+        blocks = U.ndim == 3 and H % heads == 0 and U.shape[2] == G * H // heads
+        if not (dense or blocks) or params.b.shape != (G * H,):
             raise ValueError(
-                f"{where}: a {spec_name(spec)} cell needs U [R, {G * H}] and b [{G * H}]; "
+                f"{where}: a {spec_name(spec)} cell needs U [R, {G * H}] (or block-diagonal by heads, "
+                f"[heads, R / heads, {G} H / heads] with H = {H} divisible by heads) and b [{G * H}]; "
                 f"got U {U.shape}, b {params.b.shape}."
             )
         return

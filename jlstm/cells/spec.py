@@ -79,7 +79,7 @@ class CellParams:
     @property
     def output_size(self) -> int:
         """R: the width of ``h`` and of the outputs (the projection width, or H)."""
-        return self.U.shape[0]
+        return self.U.shape[0] if self.U.ndim == 2 else self.U.shape[0] * self.U.shape[1]  # heads x R/heads
 
 
 jax.tree_util.register_dataclass(CellParams, data_fields=["W", "U", "b", "extra"], meta_fields=["spec"])

@@ -7,24 +7,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from jlstm.core.params import LSTMParams, LSTMState
+from jlstm.core.precision import matmul, state_dtype
 
-
-def state_dtype(compute: jnp.dtype) -> jnp.dtype:
-    """The dtype of the cell state, the gate math and every accumulation for a given compute dtype.
-
-    float32 when ``compute`` is narrower than 32 bits (bfloat16, float16): a 16-bit cell state would
-    lose the small increments ``a_t * i_t`` it sums over many steps (bfloat16 keeps 8 significant bits)
-    and float16 overflows at 65504. Otherwise ``compute`` itself (float32, float64).
-    """
-    compute = jnp.dtype(compute)
-    return jnp.dtype(jnp.float32) if compute.itemsize < 4 else compute
-
-
-def matmul(a: jax.Array, b: jax.Array, acc: jnp.dtype) -> jax.Array:
-    """``a @ b`` on operands as given (16-bit under low-precision compute), accumulated and returned in
-    ``acc``: the products then cost 16-bit operand traffic but no 16-bit rounding of the sums. For
-    float32 and float64 operands with ``acc`` their own dtype this is the plain ``a @ b``."""
-    return jnp.matmul(a, b, preferred_element_type=acc)
+__all__ = ["activate", "cell", "matmul", "state_dtype", "step"]
 
 
 def activate(z: jax.Array) -> jax.Array:

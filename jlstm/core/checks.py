@@ -110,6 +110,35 @@ def check_carry(
     return tuple(out)
 
 
+def check_state(carry, cell, batch_shape: tuple[int, ...], widths: tuple[int, ...], where: str, arg="carry"):
+    """The initial state of a cell with declared states (``cell.state``): a tuple in its order, each
+    ``[..., width]`` broadcastable to the batch shape. The ``(h, c)`` state keeps ``check_carry``'s words."""
+    names = tuple(st.name for st in cell.state)
+    if names == ("h", "c"):
+        return check_carry(carry, batch_shape, widths[1], where, widths[0], arg=arg)
+    want = f"the {cell.name!r} cell's state, a tuple ({', '.join(names)}) of [..., width] arrays"
+    if not (isinstance(carry, (tuple, list)) and len(carry) == len(names)):
+        got = type(carry).__name__
+        if isinstance(carry, (tuple, list)):
+            got += f" of length {len(carry)}"
+        raise TypeError(f"{where}: {arg} must be {want}; got {got}.")
+    out = []
+    for name, v, width in zip(names, carry, widths):
+        v = _floating(f"{arg}.{name}", v, where)
+        full = batch_shape + (width,)
+        try:
+            ok = v.shape[-1:] == (width,) and np.broadcast_shapes(v.shape, full) == full
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"{where}: {arg}.{name} must be [..., {width}] = {full} (or broadcastable to it), the batch "
+                f"shape of xs and the width the {cell.name!r} cell declares; got shape {_shape(v)}."
+            )
+        out.append(v)
+    return tuple(out)
+
+
 def check_lengths(lengths, batch_shape: tuple[int, ...], T: int, where: str):
     # Values known at trace time (a list, a tuple, a numpy array, even inside jit) are always checked;
     # only traced ones cannot be. Converting a list with jnp first would make it a tracer under jit.

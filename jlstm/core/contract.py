@@ -15,8 +15,8 @@ from typing import NoReturn
 import jax
 import jax.numpy as jnp
 
-from jlstm.core.cell import state_dtype
 from jlstm.core.interface import Cell, CellGrads
+from jlstm.core.precision import state_dtype
 
 
 def _describe(a) -> str:

@@ -53,8 +53,36 @@ class CellGrads(NamedTuple):
     delta_state: jax.Array
 
 
+class State(NamedTuple):
+    """One recurrent state of a cell: its ``name`` and its width, ``multiple`` times ``H`` (``size="H"``)
+    or times the output width ``R`` (``size="R"``)."""
+
+    name: str
+    size: str = "H"
+    multiple: int = 1
+
+
+class StateGrads(NamedTuple):
+    """What the backward of a cell with declared states returns for one step.
+
+    Attributes:
+      dzx: ``[B, GH]`` gradient of the input pre-activation ``zx``.
+      dzh: ``[B, GH]`` gradient of the recurrent pre-activation ``zh`` (or None when it equals ``dzx``).
+      d_prev: the *direct* gradient of every previous state, a tuple in the cell's state order (an
+        entry None for none); the machinery adds ``dzh @ U^T`` to the recurrent state's.
+      dtheta: the gradients of the cell's own parameters, summed over the batch, shaped like ``theta``.
+      delta_state: optional, what ``lstm_trace`` reports as ``delta_state`` (``[B, width]``), or None.
+    """
+
+    dzx: jax.Array
+    dzh: jax.Array | None
+    d_prev: tuple
+    dtheta: Any
+    delta_state: jax.Array | None = None
+
+
 class Cell(NamedTuple):
-    """A pointwise LSTM-family cell with a hand-written backward.
+    """A pointwise cell with a hand-written backward.
 
     Attributes:
       name: for messages and reports.
@@ -65,6 +93,18 @@ class Cell(NamedTuple):
         from ``dzx``. ``False``: ``b`` is passed to the cell inside ``theta["b"]`` and the cell returns
         its gradient (the layer-normalised cell adds ``b`` after normalising ``x @ W``).
 
+      state: None (default): the LSTM family's ``(h, c)`` interface of the module docstring. Or a tuple
+        of ``State`` declaring any recurrent state; then (``jlstm.core.state``)::
+
+            forward(theta, zx [B, GH], zh [B, GH], prev, noise) -> (new, res)
+            backward(theta, res, prev, new, g_y [B, R], d_new, noise) -> StateGrads
+
+        with ``prev``, ``new`` and ``d_new`` (the gradients reaching the new states from step t+1)
+        tuples of ``[B, width]`` arrays in the declared order, and ``g_y`` the loss's gradient on the
+        output ``y_t``.
+      recurrent: with ``state``, the index of the state multiplied by ``U`` (its width must be R).
+      output: with ``state``, the index of the state that is the output ``y_t`` (width R).
+
     A ``Cell`` is a static argument of jitted functions: build it once (e.g. with ``functools.cache``)
     so that equal cells are the same object and nothing is traced twice.
     """
@@ -72,5 +112,8 @@ class Cell(NamedTuple):
     name: str
     num_gates: int
     forward: Callable[..., Any]
-    backward: Callable[..., CellGrads]
+    backward: Callable[..., Any]
     bias_in_projection: bool = True
+    state: tuple[State, ...] | None = None
+    recurrent: int = 0
+    output: int = 0

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from jlstm.core import checks as _checks
-from jlstm.core.cell import state_dtype
+from jlstm.core import state as _state
 from jlstm.core.params import LSTMState
 
 #: Rows (chunk steps x batch) the default chunk aims for: enough for the chunk's products to run near
@@ -29,8 +29,9 @@ AUTO_REMAT_MIN_ROWS = 256
 
 
 class Prepared(NamedTuple):
-    """Inputs flattened to one batch axis ``B``: ``xs [B, T, D]`` and ``h0 [B, R]`` in the compute dtype,
-    ``c0 [B, H]`` in its state dtype, ``lengths [B]`` (clamped into [0, T]) or None."""
+    """Inputs flattened to one batch axis ``B``: ``xs [B, T, D]`` in the compute dtype, ``state0`` the
+    initial state as a tuple of ``[B, width]`` arrays in their dtypes (``jlstm.core.state``), ``lengths
+    [B]`` (clamped into [0, T]) or None; ``state_type`` the NamedTuple the final state is returned as."""
 
     batch_shape: tuple[int, ...]
     T: int
@@ -38,35 +39,36 @@ class Prepared(NamedTuple):
     H: int
     R: int
     xs: jax.Array
-    h0: jax.Array
-    c0: jax.Array
+    state0: tuple
     lengths: jax.Array | None
+    state_type: type = LSTMState
 
-    def unflatten(self, hs, hT, cT) -> tuple[jax.Array, LSTMState]:
-        """``hs [B, T, R]``, ``hT [B, R]``, ``cT [B, H]`` -> the caller's batch shape."""
-        return hs.reshape(self.batch_shape + hs.shape[1:]), LSTMState(
-            hT.reshape(self.batch_shape + (self.R,)), cT.reshape(self.batch_shape + (self.H,))
-        )
+    def unflatten(self, ys, final: tuple):
+        """``ys [B, T, R]`` and the final state ``[B, width]`` each -> the caller's batch shape."""
+        ys = ys.reshape(self.batch_shape + ys.shape[1:])
+        return ys, self.state_type(*(v.reshape(self.batch_shape + v.shape[1:]) for v in final))
 
 
-def prepare(xs, carry, lengths, *, D: int, H: int, R: int, dtype, where: str) -> Prepared:
-    """Check ``xs [..., T, D]``, ``carry`` (``h [..., R]``, ``c [..., H]``, broadcastable) and ``lengths``."""
+def prepare(xs, carry, lengths, *, cell, D: int, H: int, R: int, dtype, where: str) -> Prepared:
+    """Check ``xs [..., T, D]``, ``carry`` (the cell's state, each ``[..., width]`` broadcastable to the
+    batch shape, or None for zeros) and ``lengths``; flatten the batch to one axis."""
     xs = _checks.check_xs(xs, D, where)
     batch_shape = tuple(xs.shape[:-2])
     T = xs.shape[-2]
     B = math.prod(batch_shape)
-    sd = state_dtype(dtype)
+    sizes, dts = _state.widths(cell, H, R), _state.dtypes(cell, dtype)
     if carry is None:
-        h0, c0 = jnp.zeros((B, R), dtype), jnp.zeros((B, H), sd)
+        state0 = tuple(jnp.zeros((B, n), t) for n, t in zip(sizes, dts))
     else:
-        h0, c0 = _checks.check_carry(carry, batch_shape, H, where, R)
-        h0, c0 = (
+        given = _checks.check_state(carry, _state.as_state_cell(cell), batch_shape, sizes, where)
+        state0 = tuple(
             jnp.broadcast_to(v.astype(t), batch_shape + (n,)).reshape(B, n)
-            for v, t, n in ((h0, dtype, R), (c0, sd, H))
+            for v, t, n in zip(given, dts, sizes)
         )
     if lengths is not None:
         lengths = _checks.check_lengths(lengths, batch_shape, T, where).reshape(B)
-    return Prepared(batch_shape, T, B, H, R, xs.astype(dtype).reshape(B, T, D), h0, c0, lengths)
+    xs = xs.astype(dtype).reshape(B, T, D)
+    return Prepared(batch_shape, T, B, H, R, xs, state0, lengths, _state.state_type(cell))
 
 
 def reverse_time(xs: jax.Array, lengths: jax.Array | None) -> jax.Array:
@@ -88,29 +90,6 @@ def time_major(xs: jax.Array, lengths: jax.Array | None) -> tuple[jax.Array | No
         mask = jnp.arange(xs.shape[1])[:, None] < lengths[None, :]
         xs = jnp.where(mask.T[:, :, None], xs, 0)
     return mask, jnp.swapaxes(xs, 0, 1)
-
-
-def check_compute_dtype(compute_dtype, where: str):
-    """None, or a real floating dtype that JAX can run in (float64 only with jax_enable_x64)."""
-    if compute_dtype is None:
-        return None
-    try:
-        dt = jnp.dtype(compute_dtype)
-    except TypeError:
-        dt = None
-    if dt is None or not jnp.issubdtype(dt, jnp.floating):
-        got = dt.name if dt is not None else repr(compute_dtype)
-        raise TypeError(
-            f"{where}: compute_dtype must be None or a real floating dtype (jnp.bfloat16, jnp.float16, "
-            f"jnp.float32, jnp.float64); got {got}."
-        )
-    if jax.dtypes.canonicalize_dtype(dt) != dt:
-        raise ValueError(
-            f"{where}: compute_dtype={dt.name} needs jax_enable_x64 (otherwise JAX computes in "
-            f"{jax.dtypes.canonicalize_dtype(dt).name}); turn it on with "
-            "jax.config.update('jax_enable_x64', True) or pass compute_dtype=None."
-        )
-    return dt
 
 
 def default_chunk(T: int, B: int) -> int:

@@ -66,3 +66,41 @@ def outer(x: jax.Array, dz: jax.Array, mask: jax.Array | None, acc) -> jax.Array
     dzg = dz.reshape(dz.shape[:-1] + (g, dz.shape[-1] // g))
     out = jnp.einsum("tbgk,tbgh->kgh", x[..., None, :] * mask[None], dzg, preferred_element_type=acc)
     return out.reshape(out.shape[0], -1)
+
+
+# Block-diagonal (multi-head) recurrent weights: ``U [heads, R / heads, G H / heads]``, each head's last
+# axis gate-major (``G`` blocks of ``H / heads``), so that head k maps its slice of the recurrent state
+# onto its slice of every gate of the ``[B, G H]`` pre-activation the cell reads (sLSTM, FlashRNN).
+
+
+def _heads(U: jax.Array, G: int) -> jax.Array:
+    """``[heads, R / heads, G dh]`` -> ``[heads, R / heads, G, dh]``."""
+    return U.reshape(U.shape[0], U.shape[1], G, U.shape[2] // G)
+
+
+def rec_product(h: jax.Array, U: jax.Array, G: int, mask: jax.Array | None, acc) -> jax.Array:
+    """``zh = h @ U`` for a dense ``U [R, GH]`` (with dropout masks) or a block-diagonal one."""
+    if U.ndim == 2:
+        return product(h, U, mask, acc)
+    hb = h.reshape(h.shape[:-1] + U.shape[:2])
+    z = jnp.einsum("...kr,krgd->...gkd", hb, _heads(U, G), preferred_element_type=acc)
+    return z.reshape(h.shape[:-1] + (G * U.shape[0] * (U.shape[2] // G),))
+
+
+def rec_product_T(dz: jax.Array, U: jax.Array, U_T: jax.Array, G: int, mask, acc) -> jax.Array:
+    """The transpose of ``rec_product``: ``dz [..., GH]`` -> ``[..., R]``."""
+    if U.ndim == 2:
+        return product_T(dz, U, U_T, mask, acc)
+    dzb = dz.reshape(dz.shape[:-1] + (G, U.shape[0], U.shape[2] // G))
+    out = jnp.einsum("...gkd,krgd->...kr", dzb, _heads(U, G), preferred_element_type=acc)
+    return out.reshape(dz.shape[:-1] + (U.shape[0] * U.shape[1],))
+
+
+def rec_outer(h: jax.Array, dz: jax.Array, U: jax.Array, G: int, mask, acc) -> jax.Array:
+    """``dU = sum_{t,b} h_{t-1} (x) dz_t`` shaped like ``U``: ``h [k, B, R]``, ``dz [k, B, GH]``."""
+    if U.ndim == 2:
+        return outer(h, dz, mask, acc)
+    hb = h.reshape(h.shape[:-1] + U.shape[:2])
+    dzb = dz.reshape(dz.shape[:-1] + (G, U.shape[0], U.shape[2] // G))
+    out = jnp.einsum("tbkr,tbgkd->krgd", hb, dzb, preferred_element_type=acc)
+    return out.reshape(U.shape)
