@@ -11,7 +11,9 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import checkify
 
+from jlstm.core.interface import Cell
 from jlstm.core.precision import check_compute_dtype, state_dtype
+from jlstm.core.state import LSTM_STATE
 from jlstm.functional import lstm
 
 
@@ -35,8 +37,10 @@ def _leaves(params, xs, carry):
     ``params.extra['p_i']``), ``xs`` and the carry."""
     named = [(f"params{jax.tree_util.keystr(p)}", a) for p, a in jax.tree_util.tree_leaves_with_path(params)]
     named.append(("xs", xs))
-    if carry is not None:
-        named += [("carry.h", carry[0]), ("carry.c", carry[1])]
+    if carry is not None:  # named as the cell names its states: carry.h, carry.c for the LSTM family
+        spec = getattr(params, "spec", None)
+        states = spec.state if isinstance(spec, Cell) and spec.state is not None else LSTM_STATE
+        named += [(f"carry.{st.name}", v) for st, v in zip(states, carry)]
     return [(n, jnp.asarray(a)) for n, a in named if jnp.issubdtype(jnp.result_type(a), jnp.floating)]
 
 

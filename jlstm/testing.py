@@ -106,12 +106,30 @@ def _state_gradient(f, args, cts):
     return vjp(cts)[0]
 
 
+def _row(name: str, mine, ref, G: int) -> Row:
+    """A step row; a wrong ``dzx`` or ``dzh`` names its wrong gate blocks (``H`` columns each)."""
+    e = _rel(mine, ref)
+    if e <= TOLERANCE or name not in ("step dzx", "step dzh"):
+        return Row(name, e, e <= TOLERANCE)
+    H = np.shape(ref)[-1] // G
+    scale = max(float(np.max(np.abs(np.asarray(ref)))), 1e-300)
+    per = [
+        float(
+            np.max(
+                np.abs(np.asarray(mine)[..., k * H : (k + 1) * H] - np.asarray(ref)[..., k * H : (k + 1) * H])
+            )
+        )
+        / scale
+        for k in range(G)
+    ]
+    wrong = [f"{k} (columns {k * H}:{(k + 1) * H})" for k, x in enumerate(per) if x > TOLERANCE]
+    return Row(name, e, False, f"wrong in gate block {', '.join(wrong)} of {G}")
+
+
 def _step_rows(cell: Cell, theta, H, R, key) -> list[Row]:
     """One step's backward against ``jax.vjp`` of its forward (the cell's own lines, one by one)."""
     if cell.state is not None:  # a cell that declares its states
-        return [
-            Row(n, e := _rel(m, a), e <= TOLERANCE) for n, m, a in state_step_pairs(cell, theta, H, R, key)
-        ]
+        return [_row(n, m, a, cell.num_gates) for n, m, a in state_step_pairs(cell, theta, H, R, key)]
     G, B = cell.num_gates, 3
     k = jax.random.split(key, 8)
     normal = lambda kk, shape: jax.random.normal(kk, shape, jnp.float64)  # noqa: E731
@@ -131,7 +149,7 @@ def _step_rows(cell: Cell, theta, H, R, key) -> list[Row]:
     dh_prev = jnp.zeros_like(h_prev) if s.dh_prev is None else s.dh_prev
     pairs = [("step dzx", s.dzx, a_zx), ("step dzh", dzh, a_zh), ("step dh_prev (direct)", dh_prev, a_h)]
     pairs += [("step dc_prev", s.dc_prev, a_c)]
-    rows = [Row(n, e := _rel(m, a), e <= TOLERANCE) for n, m, a in pairs]
+    rows = [_row(n, m, a, G) for n, m, a in pairs]
     try:
         a_ds = _state_gradient(f, (zx, zh, h_prev, c_prev, theta), (g_h + dh, dc))
         rows.append(Row("step delta_state", e := _rel(s.delta_state, a_ds), e <= TOLERANCE))

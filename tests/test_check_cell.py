@@ -49,6 +49,8 @@ def test_a_wrong_line_is_named_first():
     report = check_cell(janet, init_params(jax.random.key(0), janet, 3, 4), verbose=False)
     assert not report.ok
     assert report.first_wrong == "step dzx"
+    # The bug is in the a block alone (block 0 of a, f): the row says which block, not only dzx.
+    assert report.rows[0].note == "wrong in gate block 0 (columns 0:4) of 2"
     assert any(not r.ok for r in report.rows if r.quantity.startswith("sequence"))
     # The finite-difference row keeps check_grads's own message (and its relative difference), not only inf.
     fd = report.rows[-1]

@@ -69,3 +69,17 @@ def test_a_float16_overflow_inside_the_recurrence_says_so():
     assert debug._overflow_message(jnp.dtype(jnp.float32)).endswith(
         "first at step t = {}."
     )  # no 16-bit advice
+
+
+def test_checked_lstm_names_the_states_of_a_state_cell():
+    from state_cells import TOY4, params_for
+
+    params = params_for(TOY4, jax.random.key(0), 3, 4)
+    xs = jnp.ones((2, 5, 3))
+    carry = tuple(jnp.zeros((2, 4)) for _ in range(4))
+    err, (ys, final) = jax.jit(debug.checked_lstm)(params, xs, carry)
+    assert err.get() is None and final._fields == ("h", "c", "n", "m")
+    bad = carry[:2] + (carry[2].at[1, 3].set(jnp.nan),) + carry[3:]
+    err, _ = jax.jit(debug.checked_lstm)(params, xs, bad)
+    with pytest.raises(Exception, match=r"carry.n holds NaN or Inf; the first at index \[1 3\]"):
+        err.throw()

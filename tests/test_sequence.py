@@ -236,6 +236,7 @@ def test_stack_size_mismatch_names_the_layer(key):
 
 def _to_torch_layout(p: jlstm.LSTMParams):
     """jlstm (a, i, f, o; W [D, 4H]) -> PyTorch/cuDNN (i, f, g, o; W_ih [4H, D]), bias split in two."""
+
     def reorder(m):
         a, i, f, o = jnp.split(m, 4, axis=-1)
         return jnp.concatenate([i, f, a, o], axis=-1)

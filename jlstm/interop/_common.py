@@ -10,10 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jlstm.core import checks as _checks
-from jlstm.core.params import LSTMParams
+from jlstm.core.params import GATE_ORDER, LSTMParams
 
-#: jlstm's gate blocks; each library's order uses the same letters (``a`` = the tanh gate).
-JLSTM_GATES = ("a", "i", "f", "o")
+#: jlstm's gate blocks (``GATE_ORDER`` itself, under the name interop has exported); each library's
+#: order uses the same letters (``a`` = the tanh gate).
+JLSTM_GATES = GATE_ORDER
 
 
 def _np(x) -> np.ndarray:
