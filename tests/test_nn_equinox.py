@@ -1,5 +1,7 @@
-"""jlstm.nn.equinox: the module equals the functional core and a lax.scan of eqx.nn.LSTMCell, per example
-under vmap and with leading batch axes, with jlstm's padding semantics; it trains, saves and loads.
+"""jlstm.nn.equinox: the module holds eqx.nn.LSTMCell's fields (names, shapes, gate order, init: the same
+key gives the same weights), so a cell's weights move into it and back and the two train step for step the
+same; it equals the functional core and a lax.scan of eqx.nn.LSTMCell, per example under vmap and with
+leading batch axes, with jlstm's padding semantics; it trains, saves and loads.
 
 Comparisons run in float64 (conftest turns x64 on) at tolerance 1e-12 (gradients against the core's
 autodiff 1e-10), each as one jitted function."""
@@ -11,10 +13,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import jlstm
-from jlstm.nn._common import to_arrays
 from jlstm.nn.equinox import LSTM, StackedLSTM
 
 D, H, B, T = 3, 4, 3, 6
@@ -42,17 +44,83 @@ def data(R=H):
     return xs, jlstm.LSTMState(h0[:, :R], c0)
 
 
-def test_parameters_are_W_U_b_in_jlstm_layout():
-    layer = make()
-    assert (layer.W.shape, layer.U.shape, layer.b.shape, layer.extra) == (
-        (D, 4 * H),
-        (H, 4 * H),
-        (4 * H,),
-        {},
-    )
+FIELDS = ("weight_ih", "weight_hh", "bias")
+
+
+def test_parameters_and_init_are_equinox_cells():
+    """eqx.nn.LSTMCell's fields and, from the same key, its weights (uniform in +-1/sqrt(H)); .params is
+    jlstm's layout, as the numpy converter jlstm.interop.from_equinox reads the cell."""
+    layer, cell = make(), eqx.nn.LSTMCell(D, H, dtype=F64, key=jax.random.key(0))
+    close([getattr(layer, f) for f in FIELDS], [getattr(cell, f) for f in FIELDS], tol=0)
+    assert layer.extra == {} and len(jax.tree.leaves(eqx.filter(layer, eqx.is_inexact_array))) == 3
     assert isinstance(layer.params, jlstm.LSTMParams)
-    assert len(jax.tree.leaves(eqx.filter(layer, eqx.is_inexact_array))) == 3
-    np.testing.assert_array_equal(layer.b, jnp.zeros(4 * H).at[2 * H : 3 * H].set(1.0))
+    close(layer.params, jlstm.interop.from_equinox(cell), tol=0)
+    assert LSTM(D, H, key=jax.random.key(0)).weight_ih.dtype == cell.weight_ih.dtype  # Equinox's default
+    no_bias = make(use_bias=False)
+    assert no_bias.bias is None and not no_bias.params.b.any()
+    close(
+        no_bias.weight_ih, eqx.nn.LSTMCell(D, H, use_bias=False, dtype=F64, key=jax.random.key(0)).weight_ih
+    )
+
+
+STEPS = 3
+
+
+class Tagger(eqx.Module):
+    """A small model around a recurrent layer, eqx.nn.LSTMCell in the documented lax.scan or jlstm's:
+    Linear(LSTM(x)), one example."""
+
+    lstm: eqx.Module
+    head: eqx.nn.Linear
+
+    def __call__(self, xs):
+        if isinstance(self.lstm, eqx.nn.LSTMCell):
+
+            def body(state, x):
+                state = self.lstm(x, state)
+                return state, state[0]
+
+            _, hs = jax.lax.scan(body, (jnp.zeros(H, F64), jnp.zeros(H, F64)), xs)
+        else:
+            hs, _ = self.lstm(xs)
+        return jax.vmap(self.head)(hs)
+
+
+def test_equinox_cell_weights_move_over_and_train_step_for_step_the_same():
+    """A model with eqx.nn.LSTMCell and the same model with jlstm's LSTM: the cell's three fields go into
+    ours (eqx.tree_at) and back unchanged, the outputs agree, and 3 SGD steps (optax) give the same
+    losses and weights (float64, 1e-12)."""
+    head = eqx.nn.Linear(H, 2, dtype=F64, key=jax.random.key(2))
+    theirs = Tagger(eqx.nn.LSTMCell(D, H, dtype=F64, key=jax.random.key(1)), head)
+    ours = eqx.tree_at(
+        lambda m: [getattr(m.lstm, f) for f in FIELDS],
+        Tagger(make(), head),
+        [getattr(theirs.lstm, f) for f in FIELDS],
+    )
+    back = eqx.tree_at(
+        lambda m: [getattr(m.lstm, f) for f in FIELDS], theirs, [getattr(ours.lstm, f) for f in FIELDS]
+    )
+    close(back, theirs, tol=0)
+    xs, _ = data()
+    ys = jnp.sin(jnp.arange(B * T * 2, dtype=F64)).reshape(B, T, 2)
+    tx = optax.sgd(0.1)
+
+    @eqx.filter_jit
+    def step(model, opt_state):
+        loss = lambda m: jnp.mean((jax.vmap(m)(xs) - ys) ** 2)  # noqa: E731
+        value, grads = eqx.filter_value_and_grad(loss)(model)
+        updates, opt_state = tx.update(grads, opt_state)
+        return eqx.apply_updates(model, updates), opt_state, value
+
+    runs = []
+    for model in (ours, theirs):
+        opt_state, losses = tx.init(eqx.filter(model, eqx.is_inexact_array)), []
+        for _ in range(STEPS):
+            model, opt_state, value = step(model, opt_state)
+            losses.append(value)
+        runs.append((losses, [getattr(model.lstm, f) for f in FIELDS], model.head))
+    close(runs[0], runs[1])
+    assert runs[1][0][-1] < runs[1][0][0]
 
 
 @pytest.mark.parametrize("reverse", [False, True])
@@ -62,9 +130,12 @@ def test_vmap_and_batch_axes_equal_functional_core(reverse):
 
     @jax.jit
     def runs(xs):
-        return (jax.vmap(layer)(xs, state, length=LENGTHS), layer(xs, state, length=LENGTHS),
-                layer(xs[1], (state.h[1], state.c[1]), length=3),
-                jlstm.lstm(layer.params, xs, state, lengths=LENGTHS, reverse=reverse))  # fmt: skip
+        return (
+            jax.vmap(layer)(xs, state, length=LENGTHS),
+            layer(xs, state, length=LENGTHS),
+            layer(xs[1], (state.h[1], state.c[1]), length=3),
+            jlstm.lstm(layer.params, xs, state, lengths=LENGTHS, reverse=reverse),
+        )
 
     vmapped, batched, single, (ref, (rh, rc)) = runs(xs)
     close(vmapped, (ref, (rh, rc)))
@@ -116,11 +187,8 @@ def test_gradients_equal_core():
         return loss(ys, h, c)
 
     g = grad_module(layer)
-    close(
-        {"W": g.W, "U": g.U, "b": g.b, **g.extra},
-        to_arrays(jax.jit(jax.grad(loss_core))(layer.params)),
-        tol=1e-10,
-    )
+    cell = jlstm.interop.to_equinox(jax.jit(jax.grad(loss_core))(layer.params))  # in Equinox's layout
+    close([getattr(g, f) for f in FIELDS], [getattr(cell, f) for f in FIELDS], tol=1e-10)
 
 
 def test_stacked_equals_core():
@@ -152,16 +220,28 @@ def test_step_scan_equals_module():
     close(*both(xs))
 
 
-@pytest.mark.parametrize("options", VARIANTS, ids=["peephole-proj-clip", "layernorm-CIFG"])
-def test_variants_hold_their_parameters_and_equal_core(options):
+VARIANT_FIELDS = [  # the variant's own parameters under extra, named in Equinox's style
+    {"peephole_i", "peephole_f", "peephole_o", "weight_hr"},
+    {"layer_norm_x", "layer_norm_h", "layer_norm_c"},
+]
+
+
+@pytest.mark.parametrize(
+    "options,own", list(zip(VARIANTS, VARIANT_FIELDS)), ids=["peephole-proj-clip", "layernorm-CIFG"]
+)
+def test_variants_hold_their_parameters_and_equal_core(options, own):
     layer = make(**options)
     params = layer.params
     assert isinstance(params, jlstm.CellParams)
     assert params.spec == jlstm.init(jax.random.key(0), D, H, **options).spec
-    assert set(layer.extra) == set(params.extra) and layer.W.shape == params.W.shape
+    assert set(layer.extra) == own and layer.weight_ih.shape == params.W.shape[::-1]
     xs, state = data(options.get("proj_size", H))
-    ours, ref = jax.jit(lambda xs: (jax.vmap(layer)(xs, state, length=LENGTHS),
-                                    jlstm.lstm(params, xs, state, lengths=LENGTHS)))(xs)  # fmt: skip
+    ours, ref = jax.jit(
+        lambda xs: (
+            jax.vmap(layer)(xs, state, length=LENGTHS),
+            jlstm.lstm(params, xs, state, lengths=LENGTHS),
+        )
+    )(xs)
     close(ours, ref)
     assert ours[0].shape == (B, T, options.get("proj_size", H))
 
@@ -176,8 +256,12 @@ def test_dropout_and_zoneout_draw_from_the_key_and_stop_in_inference():
 
     @jax.jit
     def runs(xs):
-        ours = (layer(xs, key=key), jax.vmap(layer)(xs, key=keys), jax.vmap(eqx.nn.inference_mode(layer))(xs),
-                layer(xs, key=key, inference=True))  # fmt: skip
+        ours = (
+            layer(xs, key=key),
+            jax.vmap(layer)(xs, key=keys),
+            jax.vmap(eqx.nn.inference_mode(layer))(xs),
+            layer(xs, key=key, inference=True),
+        )
         return ours, (core(xs, key), jax.vmap(core)(xs, keys), core(xs, None), core(xs, None))
 
     close(*runs(xs))

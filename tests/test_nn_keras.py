@@ -1,7 +1,9 @@
-"""jlstm.nn.keras: the layer equals the functional core (float64, 1e-12; gradients 1e-10) and
-keras.layers.LSTM given the same weights (float32: Keras computes in float32, TOL32) wherever their
-semantics agree; masks give jlstm's semantics, also inside keras.layers.Bidirectional; it trains with
-fit and round-trips save/load_model."""
+"""jlstm.nn.keras: the layer holds keras.layers.LSTM's weights (names, shapes, gate order, initialisers), so
+a Keras LSTM's weights load into it and back and the two train step for step the same; it equals the
+functional core (float64, 1e-12; gradients 1e-10) and keras.layers.LSTM given the same weights (float32:
+Keras computes in float32 even under a float64 policy, TOL32) wherever their semantics agree; masks give
+jlstm's semantics, also inside keras.layers.Bidirectional; it trains with fit and round-trips
+save/load_model."""
 
 import os
 
@@ -18,7 +20,6 @@ import numpy as np
 import pytest
 
 import jlstm
-from jlstm.nn._common import to_arrays
 from jlstm.nn.keras import LSTM, StackedLSTM
 
 D, H, B, T = 3, 4, 3, 6
@@ -31,7 +32,7 @@ VARIANTS = [
 # float32 against Keras, both at full float32 matmul precision: the longest chain of rounded sums runs
 # through all T steps, each a dot of D + H terms, n = T (D + H) = 42, n * eps32 = 5e-6 (measured 1.2e-7).
 TOL32 = T * (D + H) * float(np.finfo(np.float32).eps)
-# Keras's own saving calls np.array(variable) without copy= (a numpy 2 DeprecationWarning in Keras).
+# Keras's own saving and get_weights call np.array(variable) without copy= (a numpy 2 DeprecationWarning).
 KERAS_SAVE_WARNING = "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
 
 
@@ -69,19 +70,96 @@ def keras_lstm(layer, **kw):
     return k
 
 
-def test_weights_are_W_U_b_in_jlstm_layout():
-    layer = make()
-    assert [v.path.split("/")[-1] for v in layer.trainable_weights] == ["W", "U", "b"]
-    assert (layer.W.shape, layer.U.shape, layer.b.shape) == ((D, 4 * H), (H, 4 * H), (4 * H,))
+def names(layer):
+    return [v.path.split("/")[-1] for v in layer.trainable_weights]
+
+
+def test_weights_are_keras_lstms():
+    """keras.layers.LSTM's names, shapes and paths (its ``cell``); .params is jlstm's layout, as the
+    numpy converter jlstm.interop.from_keras reads the same weights."""
+    layer, theirs = make(), keras.layers.LSTM(H, dtype="float64")
+    theirs.build((B, T, D))
+    assert names(layer) == names(theirs) == ["kernel", "recurrent_kernel", "bias"]
+    assert [v.shape for v in layer.weights] == [v.shape for v in theirs.weights]
+    assert [v.path.split("/")[1:] for v in layer.weights] == [v.path.split("/")[1:] for v in theirs.weights]
     assert isinstance(layer.params, jlstm.LSTMParams)
+    close(layer.params, jlstm.interop.from_keras(layer), tol=0)
 
 
-def test_keras_init_is_jlstms():
-    params = make().params
-    assert float(jnp.abs(params.W).max()) <= 1 / H**0.5
-    np.testing.assert_array_equal(params.b, jnp.zeros(4 * H).at[2 * H : 3 * H].set(1.0))
-    b0 = make(unit_forget_bias=False).params.b
-    assert not np.asarray(b0).any()
+def test_init_is_keras_lstms():
+    """glorot_uniform kernel, orthogonal recurrent kernel (Keras orthogonalises [H, 4H] whole: U U^T = I),
+    unit_forget_bias; the Keras arguments reach the weights."""
+    Dk, Hk = 32, 16
+    layer = LSTM(Hk, dtype="float64")
+    layer.build((B, T, Dk))
+    kernel, recurrent, bias = (np.asarray(v.value) for v in layer.weights)
+    limit = (6 / (Dk + 4 * Hk)) ** 0.5
+    assert np.abs(kernel).max() <= limit and abs(kernel.std() / (limit / 3**0.5) - 1) < 0.1  # n = 2048
+    close(recurrent @ recurrent.T, np.eye(Hk))
+    np.testing.assert_array_equal(bias, np.zeros(4 * Hk) + (np.arange(4 * Hk) // Hk == 1))  # i, f, c, o
+    plain = LSTM(
+        H, unit_forget_bias=False, kernel_initializer="zeros", bias_initializer="ones", use_bias=True
+    )
+    plain.build((B, T, D))
+    kernel, _, bias = (np.asarray(v.value) for v in plain.weights)
+    assert not kernel.any() and (bias == 1).all()
+    no_bias = LSTM(H, use_bias=False, kernel_regularizer="l2", recurrent_constraint="non_neg")
+    no_bias.build((B, T, D))
+    assert names(no_bias) == ["kernel", "recurrent_kernel"] and not np.asarray(no_bias.params.b).any()
+    assert len(no_bias.losses) == 1 and no_bias.cell.recurrent_kernel.constraint is not None
+
+
+@pytest.mark.parametrize(
+    "arg", [{"activation": "relu"}, {"recurrent_activation": "tanh"}, {"stateful": True}, {"unroll": True}]
+)
+def test_keras_args_without_meaning_are_refused_by_name(arg):
+    ((name, value),) = arg.items()
+    with pytest.raises(ValueError, match=rf"LSTM: {name}={value!r} is not supported \(.*\); accepted"):
+        LSTM(H, **arg)
+    with pytest.raises(ValueError, match=rf"{name}={value!r} is not supported"):
+        StackedLSTM(H, 2, **arg)
+
+
+def test_keras_defaults_of_those_args_are_accepted():
+    LSTM(
+        H, activation="tanh", recurrent_activation=keras.activations.sigmoid, stateful=False, use_cudnn=False
+    )
+
+
+STEPS = 3
+
+
+def sequential(layer, seed=0):
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((T, D)), layer, keras.layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+    return model
+
+
+@pytest.mark.filterwarnings(KERAS_SAVE_WARNING)  # get_weights, save_weights
+def test_keras_lstm_checkpoint_loads_and_trains_step_for_step_the_same(tmp_path):
+    """A model with keras.layers.LSTM, and the same model with jlstm's: set_weights(get_weights()) (and
+    the .weights.h5 file) carry the weights over unchanged; outputs agree, and 3 SGD steps give the same
+    losses. Float32: each loss is a float32 computation (TOL32) of parameters that differ by lr times
+    gradients that agree to the same order, so step k agrees to (k + 1) TOL32."""
+    theirs = sequential(keras.layers.LSTM(H, return_sequences=True), seed=1)
+    ours = sequential(LSTM(H, return_sequences=True), seed=2)
+    ours.set_weights(theirs.get_weights())
+    for a, b in zip(ours.get_weights(), theirs.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    path = tmp_path / "theirs.weights.h5"
+    theirs.save_weights(path)
+    from_file = sequential(LSTM(H, return_sequences=True), seed=3)
+    from_file.load_weights(path)
+    xs, _ = data(np.float32)
+    ys = np.sin(np.arange(B * T * 2, dtype=np.float32)).reshape(B, T, 2)
+    with jax.default_matmul_precision("highest"):
+        close(ours.predict(xs, verbose=0), theirs.predict(xs, verbose=0), tol=TOL32)
+        close(from_file.predict(xs, verbose=0), theirs.predict(xs, verbose=0), tol=TOL32)
+        losses = [[float(m.train_on_batch(xs, ys)) for _ in range(STEPS)] for m in (ours, theirs)]
+    np.testing.assert_allclose(losses[0], losses[1], rtol=(STEPS + 1) * TOL32)
+    assert losses[1][-1] < losses[1][0]  # it trained
+    close(ours.get_weights(), theirs.get_weights(), tol=(STEPS + 1) * TOL32)
 
 
 @pytest.mark.parametrize("go_backwards", [False, True])
@@ -187,8 +265,7 @@ def test_gradients_equal_core():
     weights = [v.value for v in layer.trainable_variables]
     g_w, g_x = jax.jit(jax.grad(loss_layer, argnums=(0, 1)))(weights, xs)
     r_p, r_x = jax.jit(jax.grad(loss_core, argnums=(0, 1)))(layer.params, xs)
-    names = [v.path.split("/")[-1] for v in layer.trainable_variables]
-    close((dict(zip(names, g_w)), g_x), (to_arrays(r_p), r_x), tol=1e-10)
+    close((g_w, g_x), (jlstm.interop.to_keras(r_p), r_x), tol=1e-10)  # in Keras's layout
 
 
 def test_stacked_equals_core():
@@ -252,17 +329,28 @@ def test_docs_example():
     exec(compile(code, "docs/layers.md[keras]", "exec"), {"__name__": "docs_example"})
 
 
-@pytest.mark.parametrize("options", VARIANTS, ids=["peephole-proj-clip", "layernorm-CIFG"])
-def test_variants_hold_their_weights_and_equal_core(options):
+PEEPHOLES = [f"{g}_gate_peephole_weights" for g in ("input", "forget", "output")]
+NORMS = [f"{w}_norm_{g}" for w in ("kernel", "recurrent", "cell") for g in ("gamma", "beta")]
+VARIANT_WEIGHTS = [PEEPHOLES + ["projection_kernel"], NORMS]  # Keras-style names of their own
+
+
+@pytest.mark.parametrize(
+    "options,own", list(zip(VARIANTS, VARIANT_WEIGHTS)), ids=["peephole-proj-clip", "layernorm-CIFG"]
+)
+def test_variants_hold_their_weights_and_equal_core(options, own):
     layer = make(**options)
     params = layer.params
     assert isinstance(params, jlstm.CellParams)
     assert params.spec == jlstm.init(jax.random.key(0), D, H, **options).spec
-    assert [v.path.split("/")[-1] for v in layer.trainable_weights] == ["W", "U", "b", *params.extra]
+    assert names(layer) == ["kernel", "recurrent_kernel", "bias", *own]
     R = options.get("proj_size", H)
     xs, (h0, c0) = data()
-    both = jax.jit(lambda xs: (layer(xs, initial_state=[h0[:, :R], c0], mask=MASK),
-                               jlstm.lstm(params, xs, (h0[:, :R], c0), lengths=LENGTHS)))  # fmt: skip
+    both = jax.jit(
+        lambda xs: (
+            layer(xs, initial_state=[h0[:, :R], c0], mask=MASK),
+            jlstm.lstm(params, xs, (h0[:, :R], c0), lengths=LENGTHS),
+        )
+    )
     (ys, h, c), (ref, (rh, rc)) = both(xs)
     close((ys, h, c), (ref, rh, rc))
     assert [tuple(o.shape) for o in (ys, h, c)] == list(layer.compute_output_shape((B, T, D)))
@@ -300,5 +388,5 @@ def test_remat_and_mixed_precision_pass_through():
     core = lambda xs: jlstm.lstm(layer.params, xs, lengths=LENGTHS, remat=2, compute_dtype=jnp.bfloat16)[0]
     both = jax.jit(lambda xs: (layer(xs, mask=MASK), core(xs)))
     ys, ref = both(xs)
-    assert ys.dtype == jnp.bfloat16 and layer.W.dtype == "float32"
+    assert ys.dtype == jnp.bfloat16 and layer.cell.kernel.dtype == "float32"
     close(ys.astype(jnp.float32), ref.astype(jnp.float32), tol=0)

@@ -1,5 +1,7 @@
-"""jlstm.nn.linen: the module equals the functional core and nn.RNN(OptimizedLSTMCell) where their
-semantics agree, keeps jlstm's padding semantics (also inside nn.Bidirectional), trains, saves and loads.
+"""jlstm.nn.linen: the module holds nn.RNN(nn.OptimizedLSTMCell)'s parameter tree (names, shapes, gate
+order, initialisers), so the Flax LSTM's variables apply to it unchanged and the two train step for step
+the same; it equals the functional core and nn.RNN(OptimizedLSTMCell) where their semantics agree, keeps
+jlstm's padding semantics (also inside nn.Bidirectional), trains, saves and loads.
 
 Comparisons run in float64 (conftest turns x64 on) at tolerance 1e-12 (gradients against the core's
 autodiff 1e-10), each as one jitted function."""
@@ -12,10 +14,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import jlstm
-from jlstm.nn._common import to_arrays
 from jlstm.nn.linen import LSTM, StackedLSTM
 
 D, H, B, T = 3, 4, 3, 6
@@ -61,14 +63,86 @@ def ragged_runs():
     return jax.jit(lambda: (model.apply(variables, xs, **kw), rnn.apply(fv, xs, **kw)))(), carry
 
 
-def test_parameters_are_W_U_b_in_jlstm_layout():
+def test_parameters_are_flax_lstms():
+    """The tree of nn.RNN(nn.OptimizedLSTMCell) (params/cell/ii/kernel, ...); .params is jlstm's layout, as
+    the numpy converter jlstm.interop.from_flax reads the same tree."""
     model, variables, xs, _ = setup()
-    assert jax.tree.map(jnp.shape, variables) == {"params": {"W": (D, 4 * H), "U": (H, 4 * H), "b": (4 * H,)}}
+    theirs = jax.eval_shape(nn.RNN(nn.OptimizedLSTMCell(H, param_dtype=F64)).init, jax.random.key(0), xs)
+    assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, theirs)
     params = model.bind(variables).params
     assert isinstance(params, jlstm.LSTMParams)
-    np.testing.assert_array_equal(params.W, variables["params"]["W"])
-    assert float(jnp.abs(params.W).max()) <= 1 / H**0.5
-    np.testing.assert_array_equal(params.b, jnp.zeros(4 * H).at[2 * H : 3 * H].set(1.0))
+    close(params, jlstm.interop.from_flax(variables), tol=0)
+
+
+def test_init_is_flax_lstms():
+    """lecun_normal input kernels, orthogonal recurrent kernels (one per gate: U_g^T U_g = I), zero biases,
+    as nn.OptimizedLSTMCell; the initialiser attributes reach them."""
+    Dk, Hk = 48, 8
+
+    def init(model, D):  # one step makes the parameters; one compile
+        x = jnp.ones((1, D), F64)
+        return jax.jit(model.init, static_argnames="method")(
+            jax.random.key(0), model.initialize_carry((1, D)), x, method=LSTM.step
+        )["params"]["cell"]
+
+    cell = init(LSTM(Hk, param_dtype=F64), Dk)
+    for g in "ifgo":
+        U, W = cell[f"h{g}"]["kernel"], cell[f"i{g}"]["kernel"]
+        close(U.T @ U, jnp.eye(Hk))
+        assert abs(float(W.std()) * Dk**0.5 - 1) < 0.15 and not cell[f"h{g}"]["bias"].any()  # n = 384
+    cell = init(
+        LSTM(H, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.ones, param_dtype=F64), D
+    )
+    assert not cell["ii"]["kernel"].any() and (cell["hf"]["bias"] == 1).all()
+
+
+STEPS = 3
+
+
+class Tagger(nn.Module):
+    """A small model around a recurrent layer, the Flax LSTM's or jlstm's: Dense(LSTM(x))."""
+
+    lstm: nn.Module
+
+    @nn.compact
+    def __call__(self, xs, lengths):
+        return nn.Dense(2, param_dtype=F64)(self.lstm(xs, seq_lengths=lengths))
+
+
+def test_flax_lstm_checkpoint_applies_and_trains_step_for_step_the_same():
+    """A model with nn.RNN(nn.OptimizedLSTMCell) and the same model with jlstm's LSTM: the Flax model's
+    variables apply to ours unchanged, the outputs agree on the valid steps, and 3 SGD steps (optax) give
+    the same losses and parameters (float64: the same maths in another order, 1e-12)."""
+    xs, _ = data()
+    lengths = jnp.array([6, 3, 1])
+    valid = (jnp.arange(T)[None, :] < lengths[:, None])[..., None]
+    ys = jnp.sin(jnp.arange(B * T * 2, dtype=F64)).reshape(B, T, 2)
+    theirs = Tagger(nn.RNN(nn.OptimizedLSTMCell(H, param_dtype=F64)))
+    ours = Tagger(LSTM(H, param_dtype=F64))
+    variables = theirs.init(jax.random.key(3), xs, lengths)
+    tx = optax.sgd(0.1)
+
+    def train(model):
+        def loss(params):
+            err = jnp.where(valid, model.apply({"params": params}, xs, lengths) - ys, 0)
+            return jnp.sum(err**2) / jnp.sum(valid)
+
+        @jax.jit
+        def step(params, opt_state):
+            value, grads = jax.value_and_grad(loss)(params)
+            updates, opt_state = tx.update(grads, opt_state)
+            return optax.apply_updates(params, updates), opt_state, value
+
+        params, opt_state, losses = variables["params"], tx.init(variables["params"]), []
+        for _ in range(STEPS):
+            params, opt_state, value = step(params, opt_state)
+            losses.append(value)
+        return losses, params
+
+    (ours_losses, ours_params), (their_losses, their_params) = train(ours), train(theirs)
+    close(ours_losses, their_losses)
+    close(ours_params, their_params)
+    assert their_losses[-1] < their_losses[0]
 
 
 @pytest.mark.parametrize(
@@ -102,8 +176,10 @@ def test_equals_flax_rnn(reverse, keep_order):
 
     @jax.jit
     def runs(xs):
-        return [(model.apply(variables, xs, seq_lengths=n, **kw), rnn.apply(fv, xs, seq_lengths=n, **kw))
-                for n in (None, lengths)]  # fmt: skip
+        return [
+            (model.apply(variables, xs, seq_lengths=n, **kw), rnn.apply(fv, xs, seq_lengths=n, **kw))
+            for n in (None, lengths)
+        ]
 
     plain, (((c, h), ys), ((fc, fh), fys)) = runs(xs)
     close(*plain)
@@ -127,7 +203,7 @@ def test_bidirectional_ragged():
     bi = nn.Bidirectional(LSTM(H, param_dtype=F64), LSTM(H, param_dtype=F64), return_carry=True)
     xs, carry = data()
     variables = bi.init(jax.random.key(0), xs, seq_lengths=LENGTHS)
-    p = {k: jlstm.LSTMParams(v["W"], v["U"], v["b"]) for k, v in variables["params"].items()}
+    p = {k: jlstm.interop.from_flax(v) for k, v in variables["params"].items()}
     state = jlstm.LSTMState(carry[1], carry[0])
 
     @jax.jit
@@ -158,7 +234,9 @@ def test_gradients_equal_core():
 
     g_vars, g_xs = jax.jit(jax.grad(loss_module, argnums=(0, 1)))(variables, xs)
     r_params, r_xs = jax.jit(jax.grad(loss_core, argnums=(0, 1)))(model.bind(variables).params, xs)
-    close((dict(g_vars["params"]), g_xs), (to_arrays(r_params), r_xs), tol=1e-10)
+    close(
+        (g_vars["params"]["cell"], g_xs), (jlstm.interop.to_flax(r_params), r_xs), tol=1e-10
+    )  # Flax's layout
 
 
 def test_stacked_equals_core():
@@ -198,13 +276,22 @@ def test_step_scan_equals_module():
     close((c, h, ys), (rc, rh, ref))
 
 
-@pytest.mark.parametrize("options", VARIANTS, ids=["peephole-proj-clip", "layernorm-CIFG"])
-def test_variants_hold_their_parameters_and_equal_core(options):
+# The Flax names: a kernel per gate the variant keeps (CIFG: no forget gate), then its own parameters.
+VARIANT_PARAMS = [
+    {"ii", "if", "ig", "io", "hi", "hf", "hg", "ho", "peephole_i", "peephole_f", "peephole_o", "projection"},
+    {"ii", "ig", "io", "hi", "hg", "ho", "layer_norm_x", "layer_norm_h", "layer_norm_c"},
+]
+
+
+@pytest.mark.parametrize(
+    "options,own", list(zip(VARIANTS, VARIANT_PARAMS)), ids=["peephole-proj-clip", "layernorm-CIFG"]
+)
+def test_variants_hold_their_parameters_and_equal_core(options, own):
     model, variables, xs, (c0, h0) = setup(**options)
     params = model.bind(variables).params
     assert isinstance(params, jlstm.CellParams)
     assert params.spec == jlstm.init(jax.random.key(0), D, H, **options).spec
-    assert set(variables["params"]) == {"W", "U", "b", *params.extra}
+    assert set(variables["params"]["cell"]) == own
     R = options.get("proj_size", H)
     carry = (c0, h0[:, :R])
 
@@ -267,7 +354,9 @@ def test_options_pass_through():
 
 def test_errors_name_the_argument():
     model, variables, xs, (c0, h0) = setup()
-    with pytest.raises(ValueError, match=r"inputs must have D = 3 features .*from params W.*got 5"):
+    with pytest.raises(
+        ValueError, match=r"inputs must have D = 3 features .*input kernels, cell/ii/kernel \(3, 4\)\); got 5"
+    ):
         model.apply(variables, jnp.ones((B, T, 5)))
     with pytest.raises(TypeError, match=r"initial_carry is a jlstm.LSTMState.*\(c, h\)"):
         model.apply(variables, xs, initial_carry=jlstm.LSTMState(h0, c0))

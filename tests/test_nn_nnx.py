@@ -1,5 +1,8 @@
-"""jlstm.nn.nnx: the layer equals the functional core and nnx.RNN(OptimizedLSTMCell) where their semantics
-agree, keeps jlstm's padding semantics (also inside nnx.Bidirectional), trains, saves and loads.
+"""jlstm.nn.nnx: the layer holds nnx.RNN(nnx.OptimizedLSTMCell)'s parameters (names, shapes, gate order,
+initialisers: the same rngs give the same values), so the Flax LSTM's state loads into it and back and the
+two train step for step the same; it equals the functional core and nnx.RNN(OptimizedLSTMCell) where
+their semantics agree, keeps jlstm's padding semantics (also inside nnx.Bidirectional), trains, saves and
+loads.
 
 Comparisons run in float64 (conftest turns x64 on): against jlstm.lstm the numbers are the same
 computation (tolerance 1e-12; gradients against the core's autodiff 1e-10); against Flax's own cell, the
@@ -13,10 +16,12 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
 import jlstm
+from jlstm.nn import _layout
 from jlstm.nn._common import to_arrays
 from jlstm.nn.nnx import LSTM, StackedLSTM
 
@@ -47,12 +52,16 @@ def data():
 
 
 def flax_rnn(layer):
-    """nnx.RNN(OptimizedLSTMCell) holding the layer's weights (via jlstm.interop)."""
-    cell = nnx.OptimizedLSTMCell(D, H, param_dtype=F64, rngs=nnx.Rngs(0))
-    state = nnx.state(cell, nnx.Param)
-    nnx.replace_by_pure_dict(state, jlstm.interop.to_flax(layer.params, layout="nnx_optimized"))
-    nnx.update(cell, state)
+    """nnx.RNN(OptimizedLSTMCell) holding the layer's parameters: the layer's 'cell' state is its cell's."""
+    cell = nnx.OptimizedLSTMCell(D, H, param_dtype=F64, rngs=nnx.Rngs(5))
+    nnx.update(cell, nnx.state(layer, nnx.Param)["cell"])
     return nnx.RNN(cell)
+
+
+def to_nnx_layout(params):
+    """Functional parameters (jlstm's layout) -> the layer's 'cell' tree (test-side: through the layout
+    table, for a variant's parameters, which no Flax cell has)."""
+    return _layout.to_framework(to_arrays(params), params.spec, _layout.NNX)
 
 
 def flip_within(a, lengths):
@@ -71,22 +80,75 @@ def ragged_runs():
     return jax.jit(lambda: (layer(xs, **kw), flax_rnn(layer)(xs, **kw)))(), carry
 
 
-def test_parameters_are_W_U_b_in_jlstm_layout_and_init():
+def test_parameters_are_flax_lstms_and_the_functional_api_runs_on_them():
+    """nnx.RNN(nnx.OptimizedLSTMCell)'s Params (cell.dense_i.kernel, ...) and, from the same rngs, the
+    same values; .params is jlstm's layout, as the numpy converter jlstm.interop.from_flax reads it."""
     layer = make()
-    assert set(nnx.to_pure_dict(nnx.state(layer, nnx.Param))) == {"W", "U", "b"}
-    assert (layer.W.shape, layer.U.shape, layer.b.shape) == ((D, 4 * H), (H, 4 * H), (4 * H,))
+    theirs = nnx.RNN(nnx.OptimizedLSTMCell(D, H, param_dtype=F64, rngs=nnx.Rngs(0)))
+    close(
+        nnx.to_pure_dict(nnx.state(layer, nnx.Param)), nnx.to_pure_dict(nnx.state(theirs, nnx.Param)), tol=0
+    )
     assert isinstance(layer.params, jlstm.LSTMParams)
-    np.testing.assert_array_equal(layer.params.W, layer.W[...])
+    close(layer.params, jlstm.interop.from_flax(nnx.state(layer, nnx.Param)), tol=0)
     xs, _ = data()  # the functional API runs on the layer's weights
     dparams, _, _, trace = jlstm.lstm_trace(layer.params, xs[:, :2], jnp.ones((B, 2, H), F64))
     assert dparams.W.shape == (D, 4 * H) and trace.delta_gates.shape == (B, 2, 4 * H)
 
 
-def test_init_is_jlstms():
-    layer = make()
-    bound = 1 / H**0.5
-    assert float(jnp.abs(layer.W[...]).max()) <= bound and float(jnp.abs(layer.U[...]).max()) <= bound
-    np.testing.assert_array_equal(layer.b[...], jnp.zeros(4 * H).at[2 * H : 3 * H].set(1.0))
+def test_init_is_flax_lstms():
+    """The same values as Flax's from the same rngs (above); here what they are: orthogonal dense_h (nnx
+    orthogonalises [H, 4H] whole: U U^T = I), zero bias; the initialiser arguments reach them."""
+    cell = make().cell
+    close(cell.dense_h.kernel[...] @ cell.dense_h.kernel[...].T, jnp.eye(H))
+    assert not cell.dense_h.bias[...].any()
+    ones = make(kernel_init=nnx.initializers.zeros, bias_init=nnx.initializers.ones).cell
+    assert not ones.dense_i.kernel[...].any() and (ones.dense_h.bias[...] == 1).all()
+
+
+STEPS = 3
+
+
+class Tagger(nnx.Module):
+    """A small model around a recurrent layer, the Flax LSTM's or jlstm's: Linear(LSTM(x))."""
+
+    def __init__(self, lstm, rngs):
+        self.lstm, self.head = lstm, nnx.Linear(H, 2, param_dtype=F64, rngs=rngs)
+
+    def __call__(self, xs, lengths):
+        return self.head(self.lstm(xs, seq_lengths=lengths))
+
+
+def test_flax_lstm_state_loads_and_trains_step_for_step_the_same():
+    """A model with nnx.RNN(nnx.OptimizedLSTMCell) and the same model with jlstm's LSTM: the Flax
+    model's Param state loads into ours (nnx.update) and back unchanged, the outputs agree on the valid
+    steps, and 3 SGD steps (nnx.Optimizer) give the same losses and Params (float64, 1e-12)."""
+    xs, _ = data()
+    lengths = jnp.array([6, 3, 1])
+    valid = (jnp.arange(T)[None, :] < lengths[:, None])[..., None]
+    ys = jnp.sin(jnp.arange(B * T * 2, dtype=F64)).reshape(B, T, 2)
+    theirs = Tagger(nnx.RNN(nnx.OptimizedLSTMCell(D, H, param_dtype=F64, rngs=nnx.Rngs(1))), nnx.Rngs(2))
+    ours = Tagger(make(seed=3), nnx.Rngs(4))
+    state = nnx.state(theirs, nnx.Param)
+    nnx.update(ours, state)
+    close(nnx.to_pure_dict(nnx.state(ours, nnx.Param)), nnx.to_pure_dict(state), tol=0)
+
+    def loss(model):
+        err = jnp.where(valid, model(xs, lengths) - ys, 0)
+        return jnp.sum(err**2) / jnp.sum(valid)
+
+    @nnx.jit
+    def step(model, optimizer):
+        value, grads = nnx.value_and_grad(loss)(model)
+        optimizer.update(model, grads)
+        return value
+
+    losses = []
+    for model in (ours, theirs):
+        optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
+        losses.append([step(model, optimizer) for _ in range(STEPS)])
+    close(losses[0], losses[1])
+    close(nnx.to_pure_dict(nnx.state(ours, nnx.Param)), nnx.to_pure_dict(nnx.state(theirs, nnx.Param)))
+    assert losses[1][-1] < losses[1][0]
 
 
 @pytest.mark.parametrize(
@@ -203,8 +265,9 @@ def test_gradients_equal_core(options):
 
     g_model, g_xs = nnx.jit(nnx.grad(loss_layer, argnums=(0, 1)))(layer, xs)
     r_params, r_xs = jax.jit(jax.grad(loss_core, argnums=(0, 1)))(layer.params, xs)
-    grads = nnx.to_pure_dict(nnx.state(g_model, nnx.Param))
-    close((grads, g_xs), (to_arrays(r_params), r_xs), tol=1e-10)
+    grads = nnx.to_pure_dict(nnx.state(g_model, nnx.Param))["cell"]
+    want = to_nnx_layout(r_params) if options else jlstm.interop.to_flax(r_params, layout="nnx_optimized")
+    close((grads, g_xs), (want, r_xs), tol=1e-10)  # in Flax's layout
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
@@ -219,8 +282,13 @@ def test_stacked_equals_core(bidirectional):
     @jax.jit
     def both(xs):
         ours = model(xs, initial_carry=carries, seq_lengths=LENGTHS, return_carry=True)
-        ref, rfin = jlstm.stacked_lstm(model.params, xs, [(state, state) if bidirectional else state] * 2,
-                                       lengths=LENGTHS, bidirectional=bidirectional)  # fmt: skip
+        ref, rfin = jlstm.stacked_lstm(
+            model.params,
+            xs,
+            [(state, state) if bidirectional else state] * 2,
+            lengths=LENGTHS,
+            bidirectional=bidirectional,
+        )
         return ours, (rfin, ref)
 
     (finals, ys), (rfin, ref) = both(xs)
@@ -244,13 +312,21 @@ def test_step_scan_equals_layer():
     assert zc.shape == zh.shape == (B, H) and not zc.any()
 
 
-@pytest.mark.parametrize("options", VARIANTS, ids=["peephole-proj-clip", "layernorm-CIFG"])
-def test_variants_hold_their_parameters_and_equal_core(options):
+VARIANT_PARAMS = [  # nnx.OptimizedLSTMCell's names, then the variant's own in Flax's style
+    {"dense_i", "dense_h", "peephole_i", "peephole_f", "peephole_o", "projection"},
+    {"dense_i", "dense_h", "layer_norm_x", "layer_norm_h", "layer_norm_c"},
+]
+
+
+@pytest.mark.parametrize(
+    "options,own", list(zip(VARIANTS, VARIANT_PARAMS)), ids=["peephole-proj-clip", "layernorm-CIFG"]
+)
+def test_variants_hold_their_parameters_and_equal_core(options, own):
     layer = make(**options)
     params = layer.params
     assert isinstance(params, jlstm.CellParams)
     assert params.spec == jlstm.init(jax.random.key(0), D, H, **options).spec
-    assert set(nnx.to_pure_dict(nnx.state(layer, nnx.Param))) == {"W", "U", "b", *params.extra}
+    assert set(nnx.to_pure_dict(nnx.state(layer, nnx.Param))["cell"]) == own
     R = options.get("proj_size", H)
     xs, (c0, h0) = data()
 

@@ -12,8 +12,8 @@ import numpy as np
 
 import jlstm
 
-#: ``jlstm.init`` options that choose the cell (passed on only when set, so a vanilla layer gets
-#: exactly ``jlstm.LSTMParams``).
+#: The options that choose the cell, ``jlstm.init``'s (``variant`` may also be a user's ``jlstm.Cell``);
+#: passed on only when set, so a vanilla layer gets exactly ``jlstm.LSTMParams``.
 INIT_OPTIONS = ("peephole", "proj_size", "layer_norm", "cell_clip", "proj_clip", "variant")
 #: The parameters every cell has; a variant's own (``p_i``, ``P``, ``gamma_x``, ...) come after them.
 CORE_PARAMS = ("W", "U", "b")
@@ -27,28 +27,16 @@ def init_options(**options) -> dict:
     return {k: v for k, v in options.items() if v is not None and v is not False}
 
 
-def init_arrays(key, input_size: int, hidden_size: int, *, forget_bias, dtype, options: Mapping):
-    """``jlstm.init`` -> ``({name: array}, spec)``: W, U, b then the variant's own parameters by name;
-    ``spec`` is ``None`` for a vanilla cell (``LSTMParams``)."""
-    params = jlstm.init(key, input_size, hidden_size, forget_bias=forget_bias, dtype=dtype, **options)
-    return to_arrays(params), getattr(params, "spec", None)
-
-
-def init_shapes(input_size: int, hidden_size: int, *, dtype, options: Mapping):
-    """The names, shapes and spec of ``init_arrays`` without computing anything."""
-    params = jax.eval_shape(
-        lambda k: jlstm.init(k, input_size, hidden_size, dtype=dtype, **options), jax.random.key(0)
-    )
-    return to_arrays(params), getattr(params, "spec", None)
-
-
 def to_arrays(params) -> dict:
     """LSTMParams or CellParams -> ``{"W", "U", "b", *extra}``."""
     return {"W": params.W, "U": params.U, "b": params.b, **dict(getattr(params, "extra", None) or {})}
 
 
 def from_arrays(arrays: Mapping, spec):
-    """``{name: array}`` and the spec -> the functional parameters (LSTMParams or CellParams)."""
+    """``{name: array}`` and the spec -> the functional parameters (LSTMParams or CellParams); no ``b``
+    (a layer built without a bias) is a zero bias."""
+    if "b" not in arrays:
+        arrays = {**arrays, "b": jnp.zeros(arrays["W"].shape[-1:], arrays["W"].dtype)}
     if spec is None:
         return jlstm.LSTMParams(arrays["W"], arrays["U"], arrays["b"])
     extra = {k: v for k, v in arrays.items() if k not in CORE_PARAMS}

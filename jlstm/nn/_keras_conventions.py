@@ -1,19 +1,64 @@
-"""Keras's conventions, converted for the Keras layers and kept apart from them: the seed generator's
-seeds as PRNG keys, masks as lengths, a stack's flat ``[h, c]`` state list as per-layer carries, and the
-plain values ``get_config`` saves. No Keras import: the layers pass their Keras objects in."""
+"""Keras's conventions, converted for the Keras layers and kept apart from them: ``keras.layers.LSTM``'s
+arguments (those for the weights, and those refused), ``unit_forget_bias``, the seed generator's seeds as
+PRNG keys, masks as lengths, a stack's flat ``[h, c]`` state list as per-layer carries, and the plain
+values ``get_config`` saves (a user's cell as a token). No Keras import: the layers pass their Keras
+objects in."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import jlstm
+from jlstm.core.interface import Cell
 from jlstm.nn import _common as C
+from jlstm.nn import _layout as L
 
 #: The names ``get_config`` saves: the cell options (``_common.INIT_OPTIONS``), the per-layer options a
 #: stack passes on to its layers, and each layer's own arguments.
 CELL = ("peephole", "proj_size", "layer_norm", "cell_clip", "proj_clip", "variant")
 STOCHASTIC = ("zoneout", "recurrent_dropout", "remat")
+#: ``keras.layers.LSTM``'s arguments for its weights, by the weight they set (``kernel``, ...).
+INITIALIZERS = {
+    "kernel": "kernel_initializer",
+    "recurrent_kernel": "recurrent_initializer",
+    "bias": "bias_initializer",
+}
+REGULARIZERS = {
+    "kernel": "kernel_regularizer",
+    "recurrent_kernel": "recurrent_regularizer",
+    "bias": "bias_regularizer",
+}
+CONSTRAINTS = {
+    "kernel": "kernel_constraint",
+    "recurrent_kernel": "recurrent_constraint",
+    "bias": "bias_constraint",
+}
+WEIGHT_OBJECTS = (*INITIALIZERS.values(), *REGULARIZERS.values(), *CONSTRAINTS.values())
+#: The weight arguments a stack passes on to its layers (``theta``: a user cell's own initial parameters).
+WEIGHTS = ("use_bias", *WEIGHT_OBJECTS, "theta")
+#: ``keras.layers.LSTM`` arguments that have no meaning for jlstm's layer: the values it accepts (the
+#: first is Keras's default), and why another value is refused.
+REFUSED = {
+    "activation": (
+        ("tanh",),
+        "jlstm's cells compute tanh, with its hand-written derivative; for another activation write a "
+        "jlstm.Cell and pass it as variant=cell (docs/variants.md, 'Your own cell')",
+    ),
+    "recurrent_activation": (
+        ("sigmoid",),
+        "jlstm's gates are sigmoids, with their hand-written derivative; for another gate function write a "
+        "jlstm.Cell and pass it as variant=cell",
+    ),
+    "stateful": (
+        (False,),
+        "jlstm's layer keeps no state between batches: pass initial_state and read return_state instead",
+    ),
+    "unroll": ((False,), "jlstm runs a lax.scan with its own backward pass; there is nothing to unroll"),
+    "use_cudnn": (("auto", False), "jlstm runs its own engine, never cuDNN"),
+    "implementation": ((2, 1), "Keras's two implementations compute the same; jlstm has its own"),
+}
 LSTM_CONFIG = (
     "units",
     "return_sequences",
@@ -23,6 +68,7 @@ LSTM_CONFIG = (
     "recurrent_dropout",
     "zoneout",
     "unit_forget_bias",
+    "use_bias",
     "backward",
     "remat",
     "seed",
@@ -38,6 +84,72 @@ STACKED_CONFIG = (
     "backward",
     "seed",
 )
+
+
+def refuse(where: str, kwargs: dict, same) -> None:
+    """Pop ``REFUSED``'s arguments from ``kwargs``: a value ``same`` (Keras's own comparison, e.g. of
+    activations given by name or as functions) as an accepted one passes; any other is a ValueError."""
+    for name, (accepted, why) in REFUSED.items():
+        if name in kwargs:
+            value = kwargs.pop(name)
+            if not any(same(name, value, a) for a in accepted):
+                raise ValueError(
+                    f"{where}: {name}={value!r} is not supported ({why}); accepted: "
+                    f"{', '.join(repr(a) for a in accepted)}."
+                )
+
+
+def forget_blocks(spec) -> dict:
+    """``unit_forget_bias``'s starting bias by gate: 1 on the forget gate (CIFG, whose f = 1 - i: -1 on
+    the input gate, as ``jlstm.init``); none for a user's cell, whose gates jlstm does not know."""
+    if isinstance(spec, Cell):
+        return {}
+    if "f" in L.jlstm_gates(spec):
+        return {"f": 1.0}
+    return {"i": -1.0} if getattr(spec, "variant", None) == "CIFG" else {}
+
+
+#: The user cells a config names, by token: a Cell holds Python functions, which a Keras config cannot
+#: carry, so the config holds a token that this process resolves (``Bidirectional`` copies its layer
+#: through its config).
+_CELLS: dict[str, Cell] = {}
+
+
+def cell_config(variant):
+    """``variant`` for get_config: a name as it is, a user's ``jlstm.Cell`` as a token for this process."""
+    if not isinstance(variant, Cell):
+        return variant
+    token = f"jlstm.Cell:{variant.name}:{id(variant)}"
+    _CELLS.setdefault(token, variant)
+    return token
+
+
+def cell_from_config(where: str, variant):
+    """The inverse of ``cell_config``; a token from another process is an error that says what to do."""
+    if not (isinstance(variant, str) and variant.startswith("jlstm.Cell:")):
+        return variant
+    if variant not in _CELLS:
+        raise ValueError(
+            f"{where}: the config names a user's jlstm.Cell ({variant.split(':')[1]!r}) from another "
+            "process; a cell's functions cannot be saved. Build the layer with variant=cell and load "
+            "the weights (model.load_weights) instead."
+        )
+    return _CELLS[variant]
+
+
+def theta_config(theta):
+    """A user cell's ``theta`` for get_config: plain lists and dtypes, as JSON holds them."""
+    if not theta:
+        return None
+    return {k: {"value": np.asarray(v).tolist(), "dtype": str(np.asarray(v).dtype)} for k, v in theta.items()}
+
+
+def theta_from_config(theta):
+    """The inverse of ``theta_config`` (arrays pass through)."""
+    if not theta:
+        return None
+    decode = lambda v: np.asarray(v["value"], v["dtype"]) if isinstance(v, dict) else v  # noqa: E731
+    return {k: decode(v) for k, v in theta.items()}
 
 
 def key(seed_generator) -> jax.Array:

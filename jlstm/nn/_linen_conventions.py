@@ -1,12 +1,21 @@
 """Flax linen's conventions, converted for the linen modules and kept apart from them: the 'dropout' rng
 in training mode (``deterministic`` merged with ``nn.merge_param``), the modules' attributes as
-``jlstm.init``'s cell options, and the 'params' arrays by name as jlstm's parameters."""
+``jlstm.init``'s cell options, Flax's initialisers, and the 'cell' tree of ``nn.OptimizedLSTMCell``'s
+names as jlstm's parameters."""
 
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 
+from jlstm.nn import _cell
 from jlstm.nn import _common as C
+from jlstm.nn import _layout as L
+
+#: ``nn.OptimizedLSTMCell``'s initialisers: the input kernels, the recurrent kernels, the biases.
+KERNEL_INIT = nn.initializers.lecun_normal()
+RECURRENT_KERNEL_INIT = nn.initializers.orthogonal()
+BIAS_INIT = nn.initializers.zeros_init()
 
 
 def dropout_key(module: nn.Module, where: str, needed: bool, deterministic):
@@ -33,7 +42,28 @@ def cell_options(m) -> dict:
     )
 
 
-def functional(m, arrays):
-    """Parameter arrays by name -> LSTMParams/CellParams (the spec depends only on the options)."""
-    spec = C.init_shapes(arrays["W"].shape[0], m.features, dtype=m.param_dtype, options=cell_options(m))[1]
-    return C.from_arrays(dict(arrays), spec)
+def names_and_spec(m) -> tuple[tuple[str, ...], object]:
+    """jlstm's names of the parameters and the spec, which depend on the options and H, not on D."""
+    shapes, spec = _cell.shapes(1, m.features, dtype=m.param_dtype, options=cell_options(m), theta=m.theta)
+    return tuple(shapes), spec
+
+
+def functional(m, tree):
+    """The 'cell' tree (``nn.OptimizedLSTMCell``'s names) -> LSTMParams/CellParams in jlstm's layout."""
+    names, spec = names_and_spec(m)
+    return C.from_arrays(L.to_jlstm(tree, spec, L.LINEN, names), spec)
+
+
+def cell_init(m, D: int, spec):
+    """The 'cell' tree's initialiser: ``W``, ``U``, ``b`` by the module's Flax initialisers, one array
+    per gate (as ``nn.OptimizedLSTMCell``), a variant's own parameters (or ``theta``) as jlstm's."""
+
+    def init(key):
+        k_core, k_extra = jax.random.split(key)
+        kw = dict(dtype=m.param_dtype, options=cell_options(m), theta=m.theta)
+        arrays, _ = _cell.jlstm_arrays(k_extra, D, m.features, **kw)
+        inits = {"W": m.kernel_init, "U": m.recurrent_kernel_init, "b": m.bias_init}
+        keys = iter(jax.random.split(k_core, sum(map(len, L.core_paths(L.LINEN, spec).values()))))
+        return _cell.framework_init(L.LINEN, arrays, spec, inits, keys, m.param_dtype)
+
+    return init

@@ -1,6 +1,8 @@
-"""jlstm as Equinox modules: ``LSTM`` and ``StackedLSTM``. Parameters ``W [D, 4H]``, ``U [H, 4H]``,
-``b [4H]`` in jlstm's layout and gate order (a, i, f, o), plus a variant's own under ``extra``; the
-state is ``(h, c)``, as ``eqx.nn.LSTMCell``; the backward pass is jlstm's hand-written one.
+"""jlstm as Equinox modules: ``LSTM`` and ``StackedLSTM``. ``LSTM`` holds ``eqx.nn.LSTMCell``'s fields,
+``weight_ih [4H, D]``, ``weight_hh [4H, H]``, ``bias [4H]`` in its gate order (i, f, g, o), drawn as it
+draws them (uniform in ``+-1/sqrt(H)``), plus a variant's own parameters under ``extra``; each call
+permutes them into jlstm's layout. The state is ``(h, c)``, as ``eqx.nn.LSTMCell``; the backward pass is
+jlstm's hand-written one.
 
 A call takes one example ``xs [T, D]`` (batch it with ``jax.vmap``, Equinox's idiom) and also accepts
 leading batch axes ``xs [..., T, D]`` directly.
@@ -13,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import equinox as eqx
@@ -20,7 +23,9 @@ import jax
 import jax.numpy as jnp
 
 import jlstm
+from jlstm.nn import _cell
 from jlstm.nn import _common as C
+from jlstm.nn import _layout as L
 
 
 def _pick(arg, attr):
@@ -44,26 +49,32 @@ class LSTM(eqx.Module):
     """An LSTM layer over whole sequences, computed by ``jlstm.lstm`` (hand-written backward).
 
     Args:
-      input_size: D. hidden_size: H. key: a PRNG key for the initialisation.
-      forget_bias: the forget gate's initial bias (``jlstm.init``).
-      peephole, proj_size, layer_norm, cell_clip, proj_clip, variant: the cell (``jlstm.init``).
+      input_size: D. hidden_size: H. key: a PRNG key for the initialisation, used as
+        ``eqx.nn.LSTMCell(input_size, hidden_size, use_bias, dtype, key=key)`` uses it (the same key
+        gives the same weights); a variant's own parameters start as ``jlstm.init`` draws them.
+      use_bias: as ``eqx.nn.LSTMCell`` (False: no ``bias``, a zero bias).
+      peephole, proj_size, layer_norm, cell_clip, proj_clip, variant: the cell (``jlstm.init``);
+        ``variant`` may also be a user's ``jlstm.Cell``, with ``theta`` its own initial parameters.
       zoneout: a rate or ``(rate_c, rate_h)``. recurrent_dropout: a rate on ``h`` (one mask per sequence
         per gate) or a ``jlstm.RecurrentDropout``. dropout: dropout on ``x`` (one mask per sequence).
         They draw from the call's ``key`` unless ``inference`` (``eqx.nn.inference_mode``).
       reverse: run each sequence from its end (outputs stay aligned with the inputs).
       backward: ``"manual"`` or ``"autodiff"``. remat: ``jlstm.lstm``'s remat.
-      compute_dtype: ``jlstm.lstm``'s compute dtype. dtype: the parameters' dtype.
+      compute_dtype: ``jlstm.lstm``'s compute dtype. dtype: the parameters' dtype (None: Equinox's
+        default floating dtype, float64 under ``jax_enable_x64``).
 
-    Fields: ``W``, ``U``, ``b``, ``extra`` (the variant's own parameters by name: ``p_i``, ``P``, ...);
-    ``.params`` gives them as ``jlstm.LSTMParams``/``CellParams``.
+    Fields: ``weight_ih``, ``weight_hh``, ``bias`` (None without a bias), ``extra`` (a variant's own
+    parameters by name: ``peephole_i``, ``weight_hr [R, H]``, ``layer_norm_x``, ..., or a user cell's
+    ``theta``); ``.params`` gives them in jlstm's layout as ``jlstm.LSTMParams``/``CellParams``.
     """
 
-    W: jax.Array
-    U: jax.Array
-    b: jax.Array
+    weight_ih: jax.Array
+    weight_hh: jax.Array
+    bias: jax.Array | None
     extra: dict
     inference: bool
     spec: Any = eqx.field(static=True)
+    param_names: tuple = eqx.field(static=True)
     input_size: int = eqx.field(static=True)
     hidden_size: int = eqx.field(static=True)
     zoneout: Any = eqx.field(static=True)
@@ -79,13 +90,14 @@ class LSTM(eqx.Module):
         input_size: int,
         hidden_size: int,
         *,
-        forget_bias: float = 1.0,
+        use_bias: bool = True,
         peephole=False,
         proj_size=None,
         layer_norm=False,
         cell_clip=None,
         proj_clip=None,
         variant=None,
+        theta=None,
         zoneout=None,
         recurrent_dropout=None,
         dropout: float = 0.0,
@@ -94,7 +106,7 @@ class LSTM(eqx.Module):
         backward: str = "manual",
         remat=None,
         compute_dtype=None,
-        dtype=jnp.float32,
+        dtype=None,
         key: jax.Array,
     ):
         options = C.init_options(
@@ -105,11 +117,23 @@ class LSTM(eqx.Module):
             proj_clip=proj_clip,
             variant=variant,
         )
-        arrays, self.spec = C.init_arrays(
-            key, input_size, hidden_size, forget_bias=forget_bias, dtype=dtype, options=options
-        )
-        self.W, self.U, self.b = arrays.pop("W"), arrays.pop("U"), arrays.pop("b")
-        self.extra = arrays
+        _cell.check("jlstm.nn.equinox.LSTM", options, theta)
+        dtype = jnp.result_type(float) if dtype is None else dtype  # Equinox's default floating dtype
+        k_extra = jax.random.fold_in(key, 3)  # the key's split in 3 is eqx.nn.LSTMCell's
+        kw = dict(dtype=dtype, options=options, theta=theta)
+        arrays, self.spec = _cell.jlstm_arrays(k_extra, input_size, hidden_size, **kw)
+        lim = math.sqrt(1 / hidden_size)  # eqx.nn.LSTMCell's bound, for all three
+
+        def uniform(k, shape, dtype):
+            return jax.random.uniform(k, shape, dtype, minval=-lim, maxval=lim)
+
+        inits = {"W": uniform, "U": uniform, "b": uniform}
+        keys = iter(jax.random.split(key, 3))
+        tree = _cell.framework_init(L.EQUINOX, arrays, self.spec, inits, keys, dtype)
+        self.weight_ih, self.weight_hh, bias = tree.pop("weight_ih"), tree.pop("weight_hh"), tree.pop("bias")
+        self.bias = bias if use_bias else None
+        self.extra = tree
+        self.param_names = tuple(n for n in arrays if use_bias or n != "b")
         self.input_size, self.hidden_size = input_size, hidden_size
         self.zoneout, self.recurrent_dropout, self.dropout = zoneout, recurrent_dropout, dropout
         self.inference, self.reverse = inference, reverse
@@ -117,8 +141,9 @@ class LSTM(eqx.Module):
 
     @property
     def params(self):
-        """The functional parameters (``jlstm.LSTMParams`` or ``jlstm.CellParams``)."""
-        return C.from_arrays({"W": self.W, "U": self.U, "b": self.b, **self.extra}, self.spec)
+        """The functional parameters (``jlstm.LSTMParams`` or ``jlstm.CellParams``, jlstm's layout)."""
+        tree = {"weight_ih": self.weight_ih, "weight_hh": self.weight_hh, "bias": self.bias, **self.extra}
+        return C.from_arrays(L.to_jlstm(tree, self.spec, L.EQUINOX, self.param_names), self.spec)
 
     @property
     def stochastic(self) -> bool:
@@ -178,7 +203,7 @@ class StackedLSTM(eqx.Module):
       bidirectional: each layer a forward and a backward LSTM, outputs concatenated (2H).
       dropout: dropout **between layers** (none after the last), drawn from the call's ``key``.
       inference: as ``LSTM``.
-      **layer_options: every layer's ``LSTM`` options (forget_bias, the cell options, zoneout,
+      **layer_options: every layer's ``LSTM`` options (use_bias, the cell options, zoneout,
         recurrent_dropout, backward, remat, compute_dtype, dtype).
 
     Call: ``(xs [..., T, D], state=None, *, length=None, key=None, inference=None) -> (hs, states)``;

@@ -1,7 +1,9 @@
 """jlstm as Flax linen modules: ``LSTM`` (the ``nn.RNN`` protocol, so ``nn.Bidirectional`` takes it) and
-``StackedLSTM``. Parameters ``params/W [D, 4H]``, ``params/U [H, 4H]``, ``params/b [4H]`` in jlstm's
-layout and gate order (a, i, f, o); the carry is Flax's ``(c, h)``; the backward pass is jlstm's
-hand-written one.
+``StackedLSTM``. ``LSTM`` holds ``nn.RNN(nn.OptimizedLSTMCell)``'s parameter tree, ``params/cell/ii/kernel
+[D, H]``, ..., ``params/cell/hi/kernel [H, H]``, ``params/cell/hi/bias [H]``, ... (one kernel per gate i,
+f, g, o; the bias on the hidden side), drawn as Flax draws them (lecun normal, orthogonal per gate,
+zeros), so the Flax LSTM's variables apply to it unchanged; each call concatenates them into jlstm's
+layout. The carry is Flax's ``(c, h)``; the backward pass is jlstm's hand-written one.
 
 Example:
   >>> import flax.linen as nn
@@ -20,7 +22,9 @@ import jax
 import jax.numpy as jnp
 from flax.linen.recurrent import flip_sequences
 
+from jlstm.nn import _cell
 from jlstm.nn import _common as C
+from jlstm.nn import _layout as L
 from jlstm.nn import _linen_conventions as LC
 
 
@@ -33,8 +37,11 @@ class LSTM(nn.Module):
 
     Attributes:
       features: H (D is read from the inputs).
-      forget_bias: the forget gate's initial bias (``jlstm.init``).
-      peephole, proj_size, layer_norm, cell_clip, proj_clip, variant: the cell (``jlstm.init``).
+      kernel_init, recurrent_kernel_init, bias_init: as ``nn.OptimizedLSTMCell``'s (lecun normal on each
+        input kernel, orthogonal on each recurrent kernel, zeros); a variant's own parameters start as
+        ``jlstm.init`` draws them.
+      peephole, proj_size, layer_norm, cell_clip, proj_clip, variant: the cell (``jlstm.init``);
+        ``variant`` may also be a user's ``jlstm.Cell``, with ``theta`` its own initial parameters.
       zoneout: a rate or ``(rate_c, rate_h)``. recurrent_dropout: a rate on ``h`` (one mask per sequence
         per gate) or a ``jlstm.RecurrentDropout``. dropout_rate: dropout on ``x`` (one mask per sequence).
         They draw from the 'dropout' rng unless ``deterministic`` (attribute or call argument, merged
@@ -43,18 +50,23 @@ class LSTM(nn.Module):
       backward: ``"manual"`` or ``"autodiff"``. remat: ``jlstm.lstm``'s remat.
       dtype: the compute dtype (``jlstm.lstm``'s ``compute_dtype``); None: promote. param_dtype.
 
-    Parameters: ``W``, ``U``, ``b`` and the variant's own (``p_i``, ``P``, ``gamma_x``, ...);
-    ``module.bind(variables).params`` gives them as ``jlstm.LSTMParams``/``CellParams``.
+    Parameters: ``cell``, ``nn.OptimizedLSTMCell``'s tree (``ii``, ``if``, ``ig``, ``io``, ``hi``, ...,
+    one per gate a variant keeps) and a variant's own (``peephole_i``, ``projection/kernel``,
+    ``layer_norm_x/scale``, ...); ``module.bind(variables).params`` gives them in jlstm's layout as
+    ``jlstm.LSTMParams``/``CellParams``.
     """
 
     features: int
-    forget_bias: float = 1.0
+    kernel_init: Any = LC.KERNEL_INIT
+    recurrent_kernel_init: Any = LC.RECURRENT_KERNEL_INIT
+    bias_init: Any = LC.BIAS_INIT
     peephole: bool = False
     proj_size: int | None = None
     layer_norm: bool = False
     cell_clip: float | None = None
     proj_clip: float | None = None
-    variant: str | None = None
+    variant: Any = None
+    theta: Any = None
     zoneout: Any = None
     recurrent_dropout: Any = None
     dropout_rate: float = 0.0
@@ -69,34 +81,25 @@ class LSTM(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def _arrays(self, D: int, where: str, name: str) -> dict:
-        """The parameters by name, created for ``D`` input features on first use."""
-        if self.has_variable("params", "W"):
-            W: jax.Array = self.get_variable("params", "W")
-            if W.shape[0] != D:
+    def _functional(self, D: int, where: str, name: str):
+        """The functional parameters, the 'cell' tree created for ``D`` input features on first use."""
+        _cell.check(where, LC.cell_options(self), self.theta)
+        names, spec = LC.names_and_spec(self)
+        if self.has_variable("params", "cell"):  # before self.param, whose own check names no input
+            path = L.core_paths(L.LINEN, spec)["W"][0]
+            shape = jnp.shape(L.get(self.get_variable("params", "cell"), path))
+            if shape[0] != D:
                 raise ValueError(
-                    f"{where}: {name} must have D = {W.shape[0]} features in its last axis (from params W "
-                    f"{tuple(W.shape)}); got {D}."
+                    f"{where}: {name} must have D = {shape[0]} features in its last axis (from the params' "
+                    f"input kernels, cell/{'/'.join(path)} {shape}); got {D}."
                 )
-        shapes, _ = C.init_shapes(D, self.features, dtype=self.param_dtype, options=LC.cell_options(self))
-
-        def init(key, name):
-            arrays, _ = C.init_arrays(
-                key,
-                D,
-                self.features,
-                forget_bias=self.forget_bias,
-                dtype=self.param_dtype,
-                options=LC.cell_options(self),
-            )
-            return arrays[name]
-
-        return {n: self.param(n, init, n) for n in shapes}
+        tree = self.param("cell", LC.cell_init(self, D, spec))
+        return C.from_arrays(L.to_jlstm(tree, spec, L.LINEN, names), spec)
 
     @property
     def params(self):
         """The functional parameters (``jlstm.LSTMParams`` or ``CellParams``) of a bound module."""
-        return LC.functional(self, self.variables["params"])
+        return LC.functional(self, self.variables["params"]["cell"])
 
     @property
     def stochastic(self) -> bool:
@@ -114,9 +117,6 @@ class LSTM(nn.Module):
             rdropout=C.recurrent_dropout(self.recurrent_dropout, self.dropout_rate),
             key=key,
         )
-
-    def _functional(self, D: int, where: str, name: str):
-        return LC.functional(self, self._arrays(D, where, name))
 
     def __call__(
         self,
@@ -190,10 +190,10 @@ class StackedLSTM(nn.Module):
       bidirectional: each layer a forward and a backward LSTM, outputs concatenated (2H).
       dropout_rate: dropout **between layers** (none after the last), from the 'dropout' rng.
       deterministic, time_major, return_carry: as ``LSTM``.
-      forget_bias, the cell options, zoneout, recurrent_dropout, backward, remat, dtype, param_dtype:
-        every layer's, as ``LSTM``.
+      the initialisers, the cell options (and theta), zoneout, recurrent_dropout, backward, remat, dtype,
+        param_dtype: every layer's, as ``LSTM``.
 
-    Parameters: ``layers_{n}`` (and ``layers_{n}_backward`` when bidirectional), each ``W``, ``U``, ``b``, ...
+    Parameters: ``layers_{n}`` (and ``layers_{n}_backward`` when bidirectional), each an ``LSTM``'s ``cell``.
     Call: ``(inputs, *, initial_carry=None, seq_lengths=None, return_carry=None, time_major=None,
     deterministic=None)``; carries are one ``(c, h)`` per layer, a pair per bidirectional layer.
     """
@@ -205,13 +205,16 @@ class StackedLSTM(nn.Module):
     deterministic: bool | None = None
     time_major: bool = False
     return_carry: bool = False
-    forget_bias: float = 1.0
+    kernel_init: Any = LC.KERNEL_INIT
+    recurrent_kernel_init: Any = LC.RECURRENT_KERNEL_INIT
+    bias_init: Any = LC.BIAS_INIT
     peephole: bool = False
     proj_size: int | None = None
     layer_norm: bool = False
     cell_clip: float | None = None
     proj_clip: float | None = None
-    variant: str | None = None
+    variant: Any = None
+    theta: Any = None
     zoneout: Any = None
     recurrent_dropout: Any = None
     backward: str = "manual"
@@ -221,8 +224,11 @@ class StackedLSTM(nn.Module):
 
     def _layer(self, name: str) -> LSTM:
         names = (
-            "forget_bias",
+            "kernel_init",
+            "recurrent_kernel_init",
+            "bias_init",
             "peephole",
+            "theta",
             "proj_size",
             "layer_norm",
             "cell_clip",
@@ -241,7 +247,7 @@ class StackedLSTM(nn.Module):
     def params(self) -> list:
         """The functional parameters of a bound module: the list ``jlstm.stacked_lstm`` takes."""
         v = self.variables["params"]
-        one = lambda name: LC.functional(self, v[name])
+        one = lambda name: LC.functional(self, v[name]["cell"])
         if self.bidirectional:
             return [(one(f"layers_{n}"), one(f"layers_{n}_backward")) for n in range(self.num_layers)]
         return [one(f"layers_{n}") for n in range(self.num_layers)]

@@ -1,6 +1,9 @@
 """jlstm as Flax NNX layers: ``LSTM`` (the ``nnx.RNN`` protocol, so ``nnx.Bidirectional`` takes it) and
-``StackedLSTM``. Parameters ``W [D, 4H]``, ``U [H, 4H]``, ``b [4H]`` in jlstm's layout and gate order
-(a, i, f, o); the carry is Flax's ``(c, h)``; the backward pass is jlstm's hand-written one.
+``StackedLSTM``. ``LSTM`` holds ``nnx.RNN(nnx.OptimizedLSTMCell)``'s parameters, ``cell.dense_i.kernel [D,
+4H]``, ``cell.dense_h.kernel [H, 4H]``, ``cell.dense_h.bias [4H]`` in Flax's gate order (i, f, g, o),
+drawn as Flax draws them (lecun normal, orthogonal, zeros), so the Flax LSTM's state loads into it and
+back; each call permutes them into jlstm's layout. The carry is Flax's ``(c, h)``; the backward pass is
+jlstm's hand-written one.
 
 Example:
   >>> from flax import nnx
@@ -16,7 +19,10 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn.recurrent import flip_sequences
 
+from jlstm.nn import _cell
 from jlstm.nn import _common as C
+from jlstm.nn import _layout as L
+from jlstm.nn import _nnx_conventions as NC
 
 _WHERE = "jlstm.nn.nnx.LSTM"
 
@@ -25,41 +31,16 @@ def _pick(arg, attr):
     return attr if arg is None else arg
 
 
-def _dropout_key(where: str, stream, rngs):
-    """A key from the call's ``nnx.Rngs`` (its 'dropout' stream) or the layer's own stream.
-
-    A bare ``RngStream`` or key at call time is the carry stream of ``nnx.RNN``/``nnx.Bidirectional``'s
-    protocol, never used for dropout."""
-    if isinstance(rngs, nnx.Rngs):
-        try:
-            return rngs["dropout"]()
-        except KeyError:
-            pass
-    if stream is not None:
-        return stream()
-    raise ValueError(
-        f"{where}: zoneout or dropout in training mode needs a 'dropout' PRNG stream, and rngs has none. "
-        "Construct the layer with rngs=nnx.Rngs(params=0, dropout=1) (or pass rngs=nnx.Rngs(dropout=...) "
-        "to the call), or evaluate with model.eval() / deterministic=True."
-    )
-
-
-def _stream(rngs: nnx.Rngs, needed: bool):
-    if needed:
-        try:
-            return rngs["dropout"].fork()
-        except KeyError:
-            pass
-    return nnx.data(None)
-
-
 class LSTM(nnx.Module):
     """An LSTM layer over whole sequences, computed by ``jlstm.lstm`` (hand-written backward).
 
     Args:
       in_features: D. hidden_features: H.
-      forget_bias: the forget gate's initial bias (``jlstm.init``).
-      peephole, proj_size, layer_norm, cell_clip, proj_clip, variant: the cell (``jlstm.init``).
+      kernel_init, recurrent_kernel_init, bias_init: as ``nnx.OptimizedLSTMCell``'s (lecun normal on
+        ``dense_i.kernel``, orthogonal on ``dense_h.kernel``, zeros); a variant's own parameters start
+        as ``jlstm.init`` draws them.
+      peephole, proj_size, layer_norm, cell_clip, proj_clip, variant: the cell (``jlstm.init``);
+        ``variant`` may also be a user's ``jlstm.Cell``, with ``theta`` its own initial parameters.
       zoneout: a rate or ``(rate_c, rate_h)``. recurrent_dropout: a rate on ``h`` (one mask per sequence
         per gate) or a ``jlstm.RecurrentDropout``. dropout_rate: dropout on ``x`` (one mask per sequence).
         These draw from ``rngs``' 'dropout' stream unless ``deterministic`` (``model.eval()``).
@@ -69,8 +50,10 @@ class LSTM(nnx.Module):
       param_dtype: the parameters' dtype.
       rngs: ``nnx.Rngs``; 'params' initialises, 'dropout' (or 'default') feeds the stochastic options.
 
-    Parameters: ``W``, ``U``, ``b`` and the variant's own (``p_i``, ``P``, ``gamma_x``, ...), each an
-    ``nnx.Param``; ``.params`` gives them as ``jlstm.LSTMParams``/``CellParams``.
+    Parameters: ``cell``, an ``nnx.Dict`` of ``nnx.Param``s with ``nnx.OptimizedLSTMCell``'s names
+    (``dense_i``, ``dense_h``) and a variant's own (``peephole_i``, ``projection.kernel``,
+    ``layer_norm_x.scale``, ...); ``.params`` gives them in jlstm's layout as
+    ``jlstm.LSTMParams``/``CellParams``.
     """
 
     def __init__(
@@ -78,13 +61,16 @@ class LSTM(nnx.Module):
         in_features: int,
         hidden_features: int,
         *,
-        forget_bias: float = 1.0,
+        kernel_init=NC.KERNEL_INIT,
+        recurrent_kernel_init=NC.RECURRENT_KERNEL_INIT,
+        bias_init=NC.BIAS_INIT,
         peephole=False,
         proj_size=None,
         layer_norm=False,
         cell_clip=None,
         proj_clip=None,
         variant=None,
+        theta=None,
         zoneout=None,
         recurrent_dropout=None,
         dropout_rate: float = 0.0,
@@ -107,29 +93,33 @@ class LSTM(nnx.Module):
             proj_clip=proj_clip,
             variant=variant,
         )
-        arrays, self.spec = C.init_arrays(
-            rngs.params(),
+        _cell.check(_WHERE, options, theta)
+        # nnx.OptimizedLSTMCell's keys, in its order: dense_i's kernel, dense_h's kernel and bias.
+        keys = iter([rngs.params() for _ in range(3)])
+        arrays, self.spec = _cell.jlstm_arrays(
+            rngs.params() if options else jax.random.key(0),  # only a variant's own parameters are kept
             in_features,
             hidden_features,
-            forget_bias=forget_bias,
             dtype=param_dtype,
             options=options,
+            theta=theta,
         )
+        inits = {"W": kernel_init, "U": recurrent_kernel_init, "b": bias_init}
+        self.cell = NC.to_nnx(_cell.framework_init(L.NNX, arrays, self.spec, inits, keys, param_dtype))
         self.param_names = tuple(arrays)
-        for name, a in arrays.items():
-            setattr(self, name, nnx.Param(a))
         self.in_features, self.hidden_features = in_features, hidden_features
         self.zoneout, self.recurrent_dropout, self.dropout_rate = zoneout, recurrent_dropout, dropout_rate
         self.deterministic = deterministic
         self.time_major, self.return_carry = time_major, return_carry
         self.reverse, self.keep_order = reverse, keep_order
         self.backward, self.remat, self.dtype = backward, remat, dtype
-        self.rngs = _stream(rngs, self.stochastic)
+        self.rngs = NC.stream(rngs, self.stochastic)
 
     @property
     def params(self):
-        """The functional parameters (``jlstm.LSTMParams`` or ``jlstm.CellParams``)."""
-        return C.from_arrays({n: getattr(self, n)[...] for n in self.param_names}, self.spec)
+        """The functional parameters (``jlstm.LSTMParams`` or ``jlstm.CellParams``, jlstm's layout)."""
+        arrays = L.to_jlstm(NC.from_nnx(self.cell), self.spec, L.NNX, self.param_names)
+        return C.from_arrays(arrays, self.spec)
 
     @property
     def stochastic(self) -> bool:
@@ -177,7 +167,7 @@ class LSTM(nnx.Module):
         """
         key = None
         if self.stochastic and not _pick(deterministic, self.deterministic):
-            key = _dropout_key(_WHERE, self.rngs, rngs)
+            key = NC.dropout_key(_WHERE, self.rngs, rngs)
         kw = self.lstm_options(key)
         carry, hs = C.flax_call(
             _WHERE,
@@ -215,7 +205,7 @@ class StackedLSTM(nnx.Module):
       bidirectional: each layer a forward and a backward LSTM, outputs concatenated (2H).
       dropout_rate: dropout **between layers** (none after the last), from the 'dropout' stream.
       deterministic, time_major, return_carry, rngs: as ``LSTM``.
-      **layer_options: every layer's ``LSTM`` options (forget_bias, the cell options, zoneout,
+      **layer_options: every layer's ``LSTM`` options (the initialisers, the cell options, zoneout,
         recurrent_dropout, backward, remat, dtype, param_dtype).
 
     Call: ``(inputs, *, initial_carry=None, seq_lengths=None, return_carry=None, time_major=None,
@@ -251,7 +241,7 @@ class StackedLSTM(nnx.Module):
         self.backward_layers = nnx.List([make(n) for n in range(num_layers)] if bidirectional else [])
         self.bidirectional, self.dropout_rate, self.deterministic = bidirectional, dropout_rate, deterministic
         self.time_major, self.return_carry = time_major, return_carry
-        self.rngs = _stream(rngs, dropout_rate > 0 or self.forward_layers[0].stochastic)
+        self.rngs = NC.stream(rngs, dropout_rate > 0 or self.forward_layers[0].stochastic)
 
     @property
     def params(self) -> list:
@@ -276,7 +266,7 @@ class StackedLSTM(nnx.Module):
         first = self.forward_layers[0]
         key = None
         if (self.dropout_rate > 0 or first.stochastic) and not _pick(deterministic, self.deterministic):
-            key = _dropout_key(where, self.rngs, rngs)
+            key = NC.dropout_key(where, self.rngs, rngs)
         tm = _pick(time_major, self.time_major)
         x = jnp.moveaxis(inputs, 0, -2) if tm else inputs
         hs, finals = C.stacked_call(
