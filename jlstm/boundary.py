@@ -27,6 +27,7 @@ from jlstm.core import prepare as _prep
 from jlstm.core import sequence as _seq
 from jlstm.core.interface import Cell
 from jlstm.core.precision import check_compute_dtype, state_dtype
+from jlstm.core.state_contract import check_state_contract
 from jlstm.core.vanilla import VANILLA
 
 
@@ -101,10 +102,9 @@ def _prepared(cp: CellParams, cell: Cell, xs, carry, lengths, compute_dtype, whe
     dtype = jnp.result_type(xs, *jax.tree.leaves(cp)) if compute_dtype is None else compute_dtype
     D, H, R = cp.input_size, cp.hidden_size, cp.output_size
     p = _prep.prepare(xs, carry, lengths, cell=cell, D=D, H=H, R=R, dtype=dtype, where=where)
-    if isinstance(cp.spec, Cell) and cp.spec.state is None:  # a user's (h, c) cell: its outputs checked
-        _contract.check_cell_contract(
-            cp.spec, weights(cp).theta, B=p.B, H=p.H, R=p.R, dtype=dtype, where=where
-        )
+    if isinstance(cp.spec, Cell):  # a user's cell: its outputs checked against the interface, by name
+        check = _contract.check_cell_contract if cp.spec.state is None else check_state_contract
+        check(cp.spec, weights(cp).theta, B=p.B, H=p.H, R=p.R, dtype=dtype, where=where)
     return p, dtype
 
 

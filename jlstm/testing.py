@@ -32,6 +32,7 @@ from jlstm.cells.spec import CellParams, CellSpec
 from jlstm.core.contract import check_cell_contract
 from jlstm.core.interface import Cell
 from jlstm.core.state import as_state_cell, widths
+from jlstm.core.state_contract import check_state_contract
 from jlstm.functional import lstm
 
 __all__ = ["CheckReport", "Row", "check_cell", "init_params"]
@@ -269,8 +270,8 @@ def check_cell(
     key = jax.random.key(seed)
     theta = dict(params.extra) | ({} if cell.bias_in_projection else {"b": params.b})
     H, R = params.hidden_size, params.output_size
-    if cell.state is None:  # the (h, c) interface's contract; a state cell's shapes meet the scan itself
-        check_cell_contract(cell, theta, B=3, H=H, R=R, dtype=jnp.float64, where="check_cell")
+    check = check_cell_contract if cell.state is None else check_state_contract
+    check(cell, theta, B=3, H=H, R=R, dtype=jnp.float64, where="check_cell")
     rows = _step_rows(cell, theta, H, R, key)
     rows += _sequence_rows(params, key, trials)
     rows.append(_fd_row(params, key))

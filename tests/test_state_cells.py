@@ -167,3 +167,47 @@ def test_lstm_params_and_cell_params_run_the_same_engine_bitwise():
         gb = jax.grad(_loss)(cp, xs, None, bw, lengths=lengths)
         for x, y in zip(ga, (gb.W, gb.U, gb.b)):
             np.testing.assert_array_equal(x, y)
+
+
+def _broken(cell, **change):
+    """``cell`` with its forward's or backward's result changed by ``change``."""
+
+    def forward(theta, zx, zh, prev, noise):
+        new, res = cell.forward(theta, zx, zh, prev, noise)
+        return (change["new"](new) if "new" in change else new), res
+
+    def backward(*args):
+        s = cell.backward(*args)
+        return change["grads"](s) if "grads" in change else s
+
+    return cell._replace(forward=forward, backward=backward)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"new": lambda new: (new[0], new[1][:, :2], *new[2:])},
+            r"forward returned new\[1\] \(c\) of shape \(2, 2\)",
+        ),
+        ({"new": lambda new: new[:3]}, r"forward returned new of 3 states; expected a tuple of 4 states"),
+        (
+            {"grads": lambda s: s._replace(d_prev=s.d_prev[:2])},
+            r"backward returned d_prev of a tuple of length 2",
+        ),
+        ({"grads": lambda s: s._replace(dzx=s.dzx[:, :4])}, r"backward returned dzx of shape \(2, 4\)"),
+    ],
+)
+def test_a_state_cell_that_breaks_the_interface_is_named(change, message):
+    bad = _broken(TOY4, **change)
+    params = dataclasses.replace(params_for(TOY4, jax.random.key(0), D, H), spec=bad)
+    xs = jnp.ones((2, 5, D))
+    with pytest.raises((ValueError, TypeError), match=r"^jlstm.rnn: the 'toy4' cell's " + message):
+        jlstm.rnn(params, xs)
+
+
+def test_a_state_cells_dtheta_not_summed_over_the_batch_is_named():
+    bad = _broken(GRU, grads=lambda s: s._replace(dtheta={"b_hn": jnp.zeros((2, H))}))
+    params = dataclasses.replace(params_for(GRU, jax.random.key(0), D, H), spec=bad)
+    with pytest.raises(ValueError, match=r"dtheta\['b_hn'\] of shape \(2, 4\).*not summed over the batch"):
+        jlstm.rnn(params, jnp.ones((2, 5, D)))
