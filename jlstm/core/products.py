@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jlstm.core.cell import matmul
+from jlstm.core.precision import matmul
 
 
 def _blocks(M: jax.Array, g: int) -> jax.Array:
